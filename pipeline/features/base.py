@@ -1,0 +1,107 @@
+"""What an extractor is, and the image conventions every shallow feature shares (SPEC §1).
+
+An extractor maps a batch of images ``(N, H, W, 3) uint8`` RGB to a batch of feature arrays
+``(N, *shape) float32``. It is described by an :class:`Extractor` record: its name, a version
+number bumped whenever its output changes (stores made by another version are refused), the
+frozen dataclass of its parameters, and the names of its per-sample dimensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ExtractionError
+
+__all__ = ["MATLAB_GREY_WEIGHTS", "Extractor", "as_float_images", "to_grey"]
+
+#: MATLAB ``rgb2gray`` weights (R, G, B), the grey conversion of the paper's VLFeat pipeline.
+MATLAB_GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A registered feature extractor.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``"hog"``, ``"lbp"``, ``"sift"``, ``"conv5"``, ...).
+    version : int
+        Bumped whenever the numbers the extractor produces change; part of every store's
+        provenance, so a cache made by older code is refused rather than mixed.
+    params_type : type
+        Frozen dataclass of the extractor's parameters; its defaults are the paper's.
+    compute : callable
+        ``compute(images, params) -> features`` with images ``(N, H, W, 3) uint8`` and
+        features ``(N, *output_shape(params, H, W)) float32``.
+    output_shape : callable
+        ``output_shape(params, H, W) -> tuple`` — the per-sample feature shape.
+    dims : tuple of str
+        Names of the per-sample dimensions, e.g. ``("channel", "y", "x")``.
+    description : str
+        One line for ``--help`` and the store's attrs.
+    """
+
+    name: str
+    version: int
+    params_type: type[Any]
+    compute: Callable[[np.ndarray, Any], np.ndarray]
+    output_shape: Callable[[Any, int, int], tuple[int, ...]]
+    dims: tuple[str, ...]
+    description: str
+
+
+def as_float_images(images: np.ndarray) -> np.ndarray:
+    """Images as float32 in [0, 1] with a channel axis (MATLAB ``im2single``).
+
+    Parameters
+    ----------
+    images : (N, H, W) or (N, H, W, C) ndarray, uint8 or floating
+        uint8 is divided by 255; floating input is taken to be in [0, 1] already.
+
+    Returns
+    -------
+    (N, H, W, C) ndarray of float32
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ExtractionError(
+            f"expected a batch of images (N, H, W) or (N, H, W, C), got shape {images.shape}; "
+            "add a leading batch axis for a single image (image[None])"
+        )
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255.0)
+    if np.issubdtype(images.dtype, np.floating):
+        return images.astype(np.float32, copy=False)
+    raise ExtractionError(
+        f"expected uint8 or floating images, got dtype {images.dtype}; convert to uint8 (0-255) "
+        "or float32 in [0, 1]"
+    )
+
+
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """Grey images with MATLAB ``rgb2gray`` weights, float32 in [0, 1].
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) or (N, H, W, 1) or (N, H, W) ndarray
+
+    Returns
+    -------
+    (N, H, W) ndarray of float32
+    """
+    x = as_float_images(images)
+    if x.shape[-1] == 1:
+        return np.ascontiguousarray(x[..., 0])
+    if x.shape[-1] != 3:
+        raise ExtractionError(f"expected 1 or 3 colour channels, got {x.shape[-1]}")
+    r, g, b = MATLAB_GREY_WEIGHTS
+    return (np.float32(r) * x[..., 0] + np.float32(g) * x[..., 1] + np.float32(b) * x[..., 2]).astype(
+        np.float32
+    )

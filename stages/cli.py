@@ -1,0 +1,31 @@
+"""The ``invert`` command: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import click
+
+from stages.common import setup_logging
+from stages.extract import extract
+from stages.prepare import prepare
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="-v: progress messages, -vv: debug.")
+@click.version_option(package_name="invert-pipeline")
+def main(verbose: int) -> None:
+    """Invert visual representations (Dosovitskiy & Brox, CVPR 2016) — offline pipeline.
+
+    Stages, in the order `dvc repro` runs them (see dvc.yaml):
+
+    \b
+      prepare   image files -> image store  (cache/images.zarr)
+      extract   image store -> feature store per feature (cache/features/NAME.zarr)
+
+    Every command reads only its own section of params.yaml and records what made each
+    store; a store made differently is refused, an interrupted run resumes.
+    """
+    setup_logging(verbose + 1)
+
+
+main.add_command(prepare)
+main.add_command(extract)
