@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,13 @@ from pipeline.store import (
     write_shard,
 )
 
-__all__ = ["ExtractParams", "extract_store", "feature_provenance", "open_feature_store",
-           "parse_extract_section"]  # fmt: skip
+__all__ = [
+    "ExtractParams",
+    "extract_store",
+    "feature_provenance",
+    "open_feature_store",
+    "parse_extract_section",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class ExtractParams:
     """
 
     chunk_size: int = 16
-    runner: RunnerParams = RunnerParams()
+    runner: RunnerParams = field(default_factory=RunnerParams)
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -165,17 +170,26 @@ def _extract_shard(
         idx = todo[b : b + batch_size]
         try:
             out[idx] = extractor.compute(images[idx], p)
-        except Exception:  # noqa: BLE001 — isolate the failing image(s) below, then record
+        except Exception:
             for k in idx:
                 try:
                     out[k] = extractor.compute(images[k : k + 1], p)[0]
-                except Exception as err:  # noqa: BLE001 — recorded per image, never fatal
+                except Exception as err:
                     ok[k] = False
-                    failures.append({"index": int(start + k), "id": str(ids[k]),
-                                     "error": f"{type(err).__name__}: {err}"})  # fmt: skip
+                    failures.append(
+                        {
+                            "index": int(start + k),
+                            "id": str(ids[k]),
+                            "error": f"{type(err).__name__}: {err}",
+                        }
+                    )
     digest = hashlib.sha256(out.tobytes() + ok.tobytes()).hexdigest()
-    write_shard(scratch, index, {"features": out, "valid": ok.astype(np.uint8)},
-                {"failures": failures, "hash": digest})  # fmt: skip
+    write_shard(
+        scratch,
+        index,
+        {"features": out, "valid": ok.astype(np.uint8)},
+        {"failures": failures, "hash": digest},
+    )
     return {"failures": len(failures)}
 
 
@@ -226,7 +240,15 @@ def extract_store(
     while shard % chunk:
         chunk -= 1  # the largest chunk size <= chunk_size that divides the shard
     arrays = [
-        ArraySpec("features", (n, *shape), "float32", chunk, shard, ("sample", *extractor.dims)),
+        ArraySpec(
+            "features",
+            (n, *shape),
+            "float32",
+            chunk,
+            shard,
+            ("sample", *extractor.dims),
+            codec="lz4",
+        ),
         ArraySpec("valid", (n,), "uint8", shard, shard, ("sample",)),
         ArraySpec("ids", (n,), "str", n, None, ("sample",)),
         ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
@@ -237,16 +259,27 @@ def extract_store(
         if writer.up_to_date:
             log.info("%s is up to date", writer.out)
             return writer.out
-        shared = {"images_path": str(Path(images_path).absolute()), "scratch": str(writer.scratch),
-                  "name": name, "params": as_dict(params), "batch_size": run.runner.batch_size}  # fmt: skip
+        shared = {
+            "images_path": str(Path(images_path).absolute()),
+            "scratch": str(writer.scratch),
+            "name": name,
+            "params": as_dict(params),
+            "batch_size": run.runner.batch_size,
+        }
         tasks = {}
         for i in writer.pending_shards():
             start, stop = writer.shard_bounds(i)
             tasks[i] = {**shared, "start": start, "stop": stop}
-        log.info("extract %s: %d images, %d shards (%d to do)", name, n, writer.num_shards,
-                 len(tasks))  # fmt: skip
-        run_shards(_extract_shard, tasks, runner=run.runner,
-                   scheduler_address=scheduler_address, desc=f"extract {name}")  # fmt: skip
+        log.info(
+            "extract %s: %d images, %d shards (%d to do)", name, n, writer.num_shards, len(tasks)
+        )
+        run_shards(
+            _extract_shard,
+            tasks,
+            runner=run.runner,
+            scheduler_address=scheduler_address,
+            desc=f"extract {name}",
+        )
         meta = writer.shard_meta()
         failures = [f for m in meta for f in m["failures"]]
         for f in failures:
@@ -255,10 +288,14 @@ def extract_store(
             writer.write_small(key, images.array(key)[:])
         content = combine_hashes([m["hash"] for m in meta])
         attrs = {
-            "extractor": {"name": name, "version": extractor.version,
-                          "description": extractor.description},  # fmt: skip
+            "extractor": {
+                "name": name,
+                "version": extractor.version,
+                "description": extractor.description,
+            },
             "failures": failures,
             "splits": images.attrs.get("splits"),
         }
-        return writer.finalize(fingerprint=identity_of({"content": content, "identity":
-                                                        writer.identity}), attrs=attrs)  # fmt: skip
+        return writer.finalize(
+            fingerprint=identity_of({"content": content, "identity": writer.identity}), attrs=attrs
+        )

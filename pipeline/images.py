@@ -33,7 +33,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class PrepareParams:
     shard_size: int = 256
     chunk_size: int = 16
     strict: bool = False
-    runner: RunnerParams = RunnerParams()
+    runner: RunnerParams = field(default_factory=RunnerParams)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.test_photos if p not in SAMPLE_PHOTOS]
@@ -129,8 +129,9 @@ class PrepareParams:
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ConfigError(f"crop_scale must be [low, high] with 0 < low <= high <= 1, got "
-                              f"{self.crop_scale}")  # fmt: skip
+            raise ConfigError(
+                f"crop_scale must be [low, high] with 0 < low <= high <= 1, got {self.crop_scale}"
+            )
         if self.size < 8 or self.min_size < 1:
             raise ConfigError("size must be >= 8 and min_size >= 1")
         if self.shard_size < 1 or self.chunk_size < 1 or self.shard_size % self.chunk_size:
@@ -170,7 +171,7 @@ class ImageRecord:
     flip: bool = False
 
 
-class BadImage(Exception):  # noqa: N818 — a per-file outcome, not a pipeline error
+class BadImage(Exception):
     """A file that cannot be used as an image; the message is the reason recorded."""
 
 
@@ -306,11 +307,14 @@ def _sample_records(params: PrepareParams) -> list[ImageRecord]:
     train = [p for p in SAMPLE_PHOTOS if p not in params.test_photos]
     shapes = {name: _sample_photo(name).shape[:2] for name in SAMPLE_PHOTOS}
     records: list[ImageRecord] = []
-    for split, photos, count in (("train", train, params.train_samples),
-                                 ("test", test, params.test_samples)):  # fmt: skip
+    for split, photos, count in (
+        ("train", train, params.train_samples),
+        ("test", test, params.test_samples),
+    ):
         if count and not photos:
-            raise ConfigError(f"no sample photographs left for the {split} split; "
-                              "change test_photos")  # fmt: skip
+            raise ConfigError(
+                f"no sample photographs left for the {split} split; change test_photos"
+            )
         for i in range(count):
             name = photos[i % len(photos)]
             h, w = shapes[name]
@@ -324,8 +328,13 @@ def _sample_records(params: PrepareParams) -> list[ImageRecord]:
                 left = float(rng.uniform(0, w - side))
                 flip = bool(rng.random() < 0.5) if split == "train" else False
             records.append(
-                ImageRecord(f"{name}/{split}/{i:05d}", f"skimage:{name}", split,
-                            crop=(top, left, side), flip=flip)  # fmt: skip
+                ImageRecord(
+                    f"{name}/{split}/{i:05d}",
+                    f"skimage:{name}",
+                    split,
+                    crop=(top, left, side),
+                    flip=flip,
+                )
             )
     return records
 
@@ -336,10 +345,13 @@ def _hash_split(ids: Sequence[str], params: PrepareParams) -> list[str]:
 
 def _dir_records(root: Path, params: PrepareParams) -> list[ImageRecord]:
     files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(root).parts)),
+        (
+            p
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ),
         key=lambda p: p.relative_to(root).as_posix(),
-    )  # fmt: skip
+    )
     ids = [p.relative_to(root).as_posix() for p in files]
     splits = _hash_split(ids, params)
     return [ImageRecord(i, str(p), s) for i, p, s in zip(ids, files, splits)]
@@ -377,8 +389,11 @@ def _imagenet_records(root: Path) -> tuple[list[ImageRecord], list[str]]:
         if subdirs:
             for d in subdirs:
                 label = index.get(d.name, -1)
-                records += [ImageRecord(f.relative_to(root).as_posix(), str(f), "test", label)
-                            for f in sorted(d.iterdir()) if f.is_file()]  # fmt: skip
+                records += [
+                    ImageRecord(f.relative_to(root).as_posix(), str(f), "test", label)
+                    for f in sorted(d.iterdir())
+                    if f.is_file()
+                ]
         else:
             labels: dict[str, int] = {}
             solution = root / "LOC_val_solution.csv"
@@ -388,9 +403,11 @@ def _imagenet_records(root: Path) -> tuple[list[ImageRecord], list[str]]:
                     labels[image_id] = index.get(pred.split()[0], -1) if pred.strip() else -1
             else:
                 log.warning("no %s: validation labels unknown (-1)", solution)
-            records += [ImageRecord(f.relative_to(root).as_posix(), str(f), "test",
-                                    labels.get(f.stem, -1))
-                        for f in sorted(val.iterdir()) if f.is_file()]  # fmt: skip
+            records += [
+                ImageRecord(f.relative_to(root).as_posix(), str(f), "test", labels.get(f.stem, -1))
+                for f in sorted(val.iterdir())
+                if f.is_file()
+            ]
     return records, classes
 
 
@@ -418,9 +435,9 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
     info: dict[str, Any] = {"kind": kind, "path": arg or None}
     if kind == "sample":
         records = _sample_records(params)
-        import skimage
+        from importlib.metadata import version
 
-        info["skimage_version"] = skimage.__version__
+        info["skimage_version"] = version("scikit-image")
     elif kind in ("dir", "imagenet", "list"):
         if not arg:
             raise ImageSourceError(f"source {kind!r} needs a path: --source {kind}:PATH")
@@ -429,8 +446,9 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
             raise ImageSourceError(f"image source {str(path)!r} does not exist; check the path")
         if kind == "dir":
             if not path.is_dir():
-                raise ImageSourceError(f"{str(path)!r} is not a folder; use list:{path} for a "
-                                       "text file of paths")  # fmt: skip
+                raise ImageSourceError(
+                    f"{str(path)!r} is not a folder; use list:{path} for a text file of paths"
+                )
             records = _dir_records(path, params)
         elif kind == "list":
             records = _list_records(path, params)
@@ -503,11 +521,16 @@ def _prepare_shard(
                 raise ImageSourceError(
                     f"{record.path}: {err} (--strict; drop --strict to skip and list such files)"
                 ) from None
-            skipped.append({"index": start + k, "id": record.id, "path": record.path,
-                            "reason": str(err)})  # fmt: skip
+            skipped.append(
+                {"index": start + k, "id": record.id, "path": record.path, "reason": str(err)}
+            )
     digest = hashlib.sha256(images.tobytes() + valid.tobytes()).hexdigest()
-    write_shard(scratch, index, {"images": images, "valid": valid},
-                {"skipped": skipped, "converted": converted, "hash": digest})  # fmt: skip
+    write_shard(
+        scratch,
+        index,
+        {"images": images, "valid": valid},
+        {"skipped": skipped, "converted": converted, "hash": digest},
+    )
     return {"skipped": len(skipped)}
 
 
@@ -551,14 +574,20 @@ def prepare(
         "dims": ["sample", "y", "x", "rgb"],
     }
     arrays = [
-        ArraySpec("images", (n, params.size, params.size, 3), "uint8", params.chunk_size,
-                  params.shard_size, ("sample", "y", "x", "rgb")),
+        ArraySpec(
+            "images",
+            (n, params.size, params.size, 3),
+            "uint8",
+            params.chunk_size,
+            params.shard_size,
+            ("sample", "y", "x", "rgb"),
+        ),
         ArraySpec("valid", (n,), "uint8", params.shard_size, params.shard_size, ("sample",)),
         ArraySpec("ids", (n,), "str", n, None, ("sample",)),
         ArraySpec("paths", (n,), "str", n, None, ("sample",)),
         ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
         ArraySpec("split", (n,), "uint8", n, None, ("sample",)),
-    ]  # fmt: skip
+    ]
     with StoreWriter(out, provenance, arrays, overwrite=overwrite, wait=wait) as writer:
         if writer.up_to_date:
             log.info("%s is up to date", writer.out)
@@ -601,11 +630,20 @@ def _run_prepare(
     scheduler_address: str | None,
 ) -> None:
     """Run one decode task per pending shard, each given only its own records."""
-    shared = {"scratch": str(writer.scratch), "size": params.size,
-              "min_size": params.min_size, "strict": params.strict}  # fmt: skip
+    shared = {
+        "scratch": str(writer.scratch),
+        "size": params.size,
+        "min_size": params.min_size,
+        "strict": params.strict,
+    }
     tasks = {}
     for i in pending:
         start, stop = writer.shard_bounds(i)
         tasks[i] = {**shared, "records": plain[start:stop], "start": start}
-    run_shards(_prepare_shard, tasks, runner=params.runner,
-               scheduler_address=scheduler_address, desc="prepare")  # fmt: skip
+    run_shards(
+        _prepare_shard,
+        tasks,
+        runner=params.runner,
+        scheduler_address=scheduler_address,
+        desc="prepare",
+    )

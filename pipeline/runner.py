@@ -143,20 +143,19 @@ def run_shards(
 
         from dask.callbacks import Callback
 
-        class _Progress(Callback):  # type: ignore[misc]
+        class _Progress(Callback):
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
-                if isinstance(key, tuple) and str(key[0]).startswith("shard-"):
-                    bar.update(1)
-                elif isinstance(key, str) and key.startswith("shard-"):
+                name = key[0] if isinstance(key, tuple) else key
+                if str(name).startswith("shard-"):
                     bar.update(1)
 
-        tasks = [
+        delayed = [
             dask.delayed(_in_worker, pure=False)(fn, i, dict(tasks[i]), dask_key_name=f"shard-{i}")
             for i in shards
         ]
         with limit_threads(1), _Progress():
             values = dask.compute(
-                *tasks, scheduler=runner.scheduler, num_workers=runner.num_workers
+                *delayed, scheduler=runner.scheduler, num_workers=runner.num_workers
             )
         results = dict(zip(shards, values))
         bar.update(bar.total - bar.n)

@@ -11,17 +11,32 @@ from stages.common import params_option, read_section, reports_errors
 
 @click.command()
 @click.argument("feature")
-@click.option("--images", "images_path", required=True, type=click.Path(file_okay=False),
-              help="Image store made by `invert prepare`.")  # fmt: skip
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Feature store to write (Zarr v3 folder).")  # fmt: skip
+@click.option(
+    "--images",
+    "images_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Image store made by `invert prepare`.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Feature store to write (Zarr v3 folder).",
+)
 @params_option
 @click.option("--workers", type=int, default=None, help="Parallel shard tasks (0: one per core).")
-@click.option("--scheduler", default=None,
-              help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).")  # fmt: skip
+@click.option(
+    "--scheduler",
+    default=None,
+    help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made differently.")
-@click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process "
-              "is writing the same store.")  # fmt: skip
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail instead of waiting when another process is writing the same store.",
+)
 @reports_errors
 def extract(
     feature: str,
@@ -52,6 +67,14 @@ def extract(
         address = scheduler
     section["runner"] = runner
     run, params = parse_extract_section(section, feature)
-    path = extract_store(feature, images_path, out, params=params, run=run, overwrite=overwrite,
-                         wait=not no_wait, scheduler_address=address)  # fmt: skip
+    path = extract_store(
+        feature,
+        images_path,
+        out,
+        params=params,
+        run=run,
+        overwrite=overwrite,
+        wait=not no_wait,
+        scheduler_address=address,
+    )
     click.echo(f"feature store ready: {path}")

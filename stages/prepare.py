@@ -18,19 +18,37 @@ from stages.common import params_option, read_section, reports_errors
     help="sample (photographs inside scikit-image), dir:PATH (every file below PATH), "
     "imagenet:PATH (train/<wnid>/*, val/), or list:FILE (one path a line).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Image store to write (Zarr v3 folder).")  # fmt: skip
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Image store to write (Zarr v3 folder).",
+)
 @params_option
-@click.option("--limit", type=int, default=None, help="Keep only the first N images "
-              "(overrides prepare.limit).")  # fmt: skip
-@click.option("--strict", is_flag=True, default=False,
-              help="Stop at the first unusable file instead of skipping and listing it.")  # fmt: skip
+@click.option(
+    "--limit",
+    type=int,
+    default=None,
+    help="Keep only the first N images (overrides prepare.limit).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=False,
+    help="Stop at the first unusable file instead of skipping and listing it.",
+)
 @click.option("--workers", type=int, default=None, help="Parallel decode tasks (0: one per core).")
-@click.option("--scheduler", default=None,
-              help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).")  # fmt: skip
+@click.option(
+    "--scheduler",
+    default=None,
+    help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made differently.")
-@click.option("--no-wait", is_flag=True, help="Fail instead of waiting when another process "
-              "is writing the same store.")  # fmt: skip
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail instead of waiting when another process is writing the same store.",
+)
 @reports_errors
 def prepare(
     source: str,
@@ -64,6 +82,7 @@ def prepare(
         address = scheduler
     section["runner"] = runner
     params = parse(PrepareParams, section, section="prepare")
-    path = prepare_store(source, out, params, overwrite=overwrite, wait=not no_wait,
-                         scheduler_address=address)  # fmt: skip
+    path = prepare_store(
+        source, out, params, overwrite=overwrite, wait=not no_wait, scheduler_address=address
+    )
     click.echo(f"image store ready: {path}")

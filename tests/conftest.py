@@ -13,9 +13,12 @@ from pipeline.runner import RunnerParams
 
 def small_prepare_params(**overrides: object) -> PrepareParams:
     base: dict[str, object] = dict(
-        train_samples=40, test_samples=8, shard_size=16, chunk_size=8,
+        train_samples=40,
+        test_samples=8,
+        shard_size=16,
+        chunk_size=8,
         runner=RunnerParams(workers=2, batch_size=16),
-    )  # fmt: skip
+    )
     base.update(overrides)
     return PrepareParams(**base)  # type: ignore[arg-type]
 
@@ -34,8 +37,12 @@ def photo_batch() -> np.ndarray:
 
     from pipeline.images import resize_center_crop
 
-    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
-              skimage.data.rocket()]  # fmt: skip
+    photos = [
+        skimage.data.astronaut(),
+        skimage.data.coffee(),
+        skimage.data.chelsea(),
+        skimage.data.rocket(),
+    ]
     return np.stack([resize_center_crop(p, 256) for p in photos])
 
 

@@ -86,9 +86,11 @@ def test_prepare_messy_folder_skips_and_lists(messy_folder: Path, tmp_path: Path
         if not valid[i]:
             assert not images[i].any()
     assert store.attrs["conversions"] == {
-        "CMYK -> RGB": 1, "grey -> RGB": 1, "alpha composited on white": 1,
+        "CMYK -> RGB": 1,
+        "grey -> RGB": 1,
+        "alpha composited on white": 1,
         "16-bit grey -> 8-bit RGB": 1,
-    }  # fmt: skip
+    }
     # the good JPEG equals resizing its decoded pixels ourselves
     good = ids.index("good.jpg")
     expected = resize_center_crop(np.asarray(Image.open(messy_folder / "good.jpg")), 256)

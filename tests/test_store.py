@@ -27,8 +27,9 @@ def _data() -> np.ndarray:
     return rng.standard_normal((N, 3, 5, 5)).astype(np.float32)
 
 
-def _write(out: Path, params: dict[str, int], *, shards: list[int] | None = None,
-           overwrite: bool = False) -> StoreWriter:  # fmt: skip
+def _write(
+    out: Path, params: dict[str, int], *, shards: list[int] | None = None, overwrite: bool = False
+) -> StoreWriter:
     data = _data()
     prov = {"kind": "features", "stage": "test", "producer": "toy", "params": params}
     with StoreWriter(out, prov, _arrays(), overwrite=overwrite) as w:
@@ -99,8 +100,9 @@ def test_interrupted_write_is_invisible_then_resumes(tmp_path: Path) -> None:
     assert not out.exists()
     with pytest.raises(StoreError, match="interrupted write"):
         open_store(out)
-    with StoreWriter(out, {"kind": "features", "stage": "test", "producer": "toy",
-                           "params": {"a": 1}}, _arrays()) as again:  # fmt: skip
+    with StoreWriter(
+        out, {"kind": "features", "stage": "test", "producer": "toy", "params": {"a": 1}}, _arrays()
+    ) as again:
         assert again.scratch == w.scratch
         assert again.pending_shards() == [1]
     _write(out, {"a": 1})
@@ -110,9 +112,11 @@ def test_interrupted_write_is_invisible_then_resumes(tmp_path: Path) -> None:
 def test_second_writer_fails_or_waits(tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
     prov = {"kind": "features", "stage": "test", "producer": "toy", "params": {}}
-    with StoreWriter(out, prov, _arrays()):
-        with pytest.raises(StoreBusyError, match="is being written by pid"):
-            StoreWriter(out, prov, _arrays(), wait=False).__enter__()
+    with (
+        StoreWriter(out, prov, _arrays()),
+        pytest.raises(StoreBusyError, match="is being written by pid"),
+    ):
+        StoreWriter(out, prov, _arrays(), wait=False).__enter__()
 
 
 def test_not_a_store(tmp_path: Path) -> None:

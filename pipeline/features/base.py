@@ -102,6 +102,6 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     if x.shape[-1] != 3:
         raise ExtractionError(f"expected 1 or 3 colour channels, got {x.shape[-1]}")
     r, g, b = MATLAB_GREY_WEIGHTS
-    return (np.float32(r) * x[..., 0] + np.float32(g) * x[..., 1] + np.float32(b) * x[..., 2]).astype(
-        np.float32
-    )
+    return (
+        np.float32(r) * x[..., 0] + np.float32(g) * x[..., 1] + np.float32(b) * x[..., 2]
+    ).astype(np.float32)
