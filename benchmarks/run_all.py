@@ -172,11 +172,130 @@ def bench_schedulers(store: Path, root: Path, names: list[str], repeat: int) -> 
     return rows
 
 
+def bench_activations(store: Path, root: Path, repeat: int) -> list[str]:
+    """AlexNet: bytes per sample per layer, and extract vs a bare forward of the same batches."""
+    from pipeline.alexnet import LAYERS
+    from pipeline.extract import extract_stores
+    from pipeline.features.activations import AlexNetParams, activations
+
+    images = open_store(store).array("images")[:]
+    params = AlexNetParams()
+    batch = 64
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+    activations(images[:2], params, list(LAYERS))  # build the network once (memoised)
+
+    def bare() -> None:
+        for x in batches:
+            activations(x, params, list(LAYERS))
+
+    run = ExtractParams(device="cpu", runner=RunnerParams(workers=1, batch_size=batch))
+    outs = {name: root / "act" / f"{name}.zarr" for name in LAYERS}
+
+    def whole() -> None:
+        shutil.rmtree(root / "act", ignore_errors=True)
+        extract_stores(list(LAYERS), store, outs, params=params, run=run)
+
+    t_bare = best_of(repeat, bare)
+    t_whole = best_of(repeat, whole)
+    rows = [
+        f"AlexNet (caffenet, {params.weights}), {len(images)} images, all 8 layers, CPU:",
+        "",
+        "| what | seconds | overhead |",
+        "|---|---|---|",
+        f"| bare forward, batches of {batch} | {t_bare:.2f} | |",
+        f"| `extract_stores` (read, forward, float16, compress, write) | {t_whole:.2f} | "
+        f"{100 * (t_whole / t_bare - 1):+.1f}% |",
+        "",
+        "| layer | float32 bytes/sample | stored bytes/sample | stored / float32 |",
+        "|---|---|---|---|",
+    ]
+    for name in LAYERS:
+        arr = open_store(outs[name]).array("features")
+        raw = int(np.prod(arr.shape[1:])) * 4
+        files = [p for p in (outs[name] / "features").rglob("*") if p.is_file()]
+        stored = sum(p.stat().st_size for p in files) / arr.shape[0]
+        rows.append(f"| {name} | {raw} | {stored:.0f} | {100 * stored / raw:.1f}% |")
+    x = activations(images[:64], params, list(LAYERS))
+    rows += ["", "| layer | float16 max rel. error | bfloat16 max rel. error |", "|---|---|---|"]
+    import torch
+
+    for name in LAYERS:
+        v = torch.from_numpy(x[name])
+        scale = float(v.abs().max())
+        e16 = float((v.half().float() - v).abs().max()) / scale
+        ebf = float((v.bfloat16().float() - v).abs().max()) / scale
+        rows.append(f"| {name} | {e16:.1e} | {ebf:.1e} |")
+    return rows
+
+
+def bench_loader(root: Path, store: Path, repeat: int) -> list[str]:
+    """Training loader: samples/s from the stores against a raw .npy memmap and a train step."""
+    import torch
+
+    from pipeline import decoders
+    from pipeline.loader import LoaderParams, StoreStream
+
+    feats_path = root / "hog-loader.zarr"
+    extract_store("hog", store, feats_path, run=ExtractParams())
+    f_arr = open_store(feats_path).array("features")[:]
+    x_arr = open_store(store).array("images")[:]
+    np.save(root / "f.npy", f_arr)
+    np.save(root / "x.npy", x_arr)
+    batch, nb = 32, 16
+    stream = StoreStream(
+        store, feats_path, batch_size=batch, params=LoaderParams(workers=0, block_chunks=8)
+    )
+
+    def from_store() -> None:
+        it = iter(stream)
+        for _ in range(nb):
+            next(it)
+
+    fm = np.load(root / "f.npy", mmap_mode="r")
+    xm = np.load(root / "x.npy", mmap_mode="r")
+    order = np.random.default_rng(0).permutation(len(fm))
+
+    def from_memmap() -> None:  # the same block-shuffled access, no decompression
+        for k in range(nb):
+            idx = np.sort(order[(k * batch) % len(fm) :][:batch])
+            torch.from_numpy(np.ascontiguousarray(fm[idx]))
+            torch.from_numpy(np.ascontiguousarray(xm[idx]))
+
+    t_store = best_of(repeat, from_store)
+    t_mm = best_of(repeat, from_memmap)
+    model = decoders.build("hog", width=0.25)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    f = torch.from_numpy(f_arr[:batch])
+    y = torch.from_numpy(x_arr[:batch]).permute(0, 3, 1, 2).float() / 255 - 0.5
+
+    def step() -> None:
+        loss = torch.nn.functional.mse_loss(model(f), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    t_step = best_of(repeat, step)
+    s_store, s_mm, s_step = nb * batch / t_store, nb * batch / t_mm, batch / t_step
+    return [
+        "HOG features + 256x256 images, batches of 32, one loader worker (process):",
+        "",
+        "| what | samples/s | ratio |",
+        "|---|---|---|",
+        f"| loader from the Zarr stores | {s_store:.0f} | {100 * s_store / s_mm:.0f}% of memmap |",
+        f"| same batches from uncompressed .npy memmaps | {s_mm:.0f} | |",
+        f"| HOG decoder train step, width 0.25, {torch.get_num_threads()} threads | {s_step:.0f} | "
+        f"loader / step = {s_store / s_step:.1f}x |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--images", type=int, default=256, help="images per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
-    parser.add_argument("--only", nargs="*", default=["features", "runner", "schedulers"])
+    parser.add_argument(
+        "--only", nargs="*", default=["features", "runner", "schedulers", "activations", "loader"]
+    )
     parser.add_argument(
         "--features",
         nargs="*",
@@ -202,6 +321,12 @@ def main() -> None:
         if "schedulers" in args.only:
             print("## Local Dask scheduler per extractor\n")
             print("\n".join(bench_schedulers(store, root, names, args.repeat)), "\n")
+        if "activations" in args.only:
+            print("## AlexNet activations\n")
+            print("\n".join(bench_activations(store, root, args.repeat)), "\n")
+        if "loader" in args.only:
+            print("## Training loader\n")
+            print("\n".join(bench_loader(root, store, args.repeat)), "\n")
 
 
 def _available(name: str) -> bool:

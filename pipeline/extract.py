@@ -17,6 +17,7 @@ its features left zero; it never stops the run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -43,7 +44,9 @@ from pipeline.store import (
 __all__ = [
     "ExtractParams",
     "extract_store",
+    "extract_stores",
     "feature_provenance",
+    "identity_params",
     "open_feature_store",
     "parse_extract_section",
 ]
@@ -61,16 +64,28 @@ class ExtractParams:
         Samples per inner chunk of the feature arrays (one random read of the loader).
         Shards follow the image store's shards, so shard ``i`` of both covers the same
         samples.
+    device : str
+        Where networks run (AlexNet layers): ``auto`` (CUDA when available), ``cpu``,
+        ``cuda``. Shallow features run on the CPU workers.
     runner : RunnerParams
         Local Dask parallelism.
     """
 
     chunk_size: int = 16
+    device: str = "auto"
     runner: RunnerParams = field(default_factory=RunnerParams)
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+    def resolved_device(self) -> str:
+        """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def parse_extract_section(
@@ -91,10 +106,20 @@ def parse_extract_section(
     ExtractParams, params dataclass of the extractor
     """
     section = dict(section or {})
-    feature_sections = {k: section.pop(k) for k in list(section) if k in features.names()}
+    known = set(features.names()) | set(features.FAMILIES)
+    feature_sections = {k: section.pop(k) for k in list(section) if k in known}
     runner = parse(ExtractParams, section, section="extract")
-    feature_params = features.parse_params(name, feature_sections.get(name))
+    for key, sub in feature_sections.items():  # validate every feature's keys, not just ours
+        member = features.FAMILIES[key][0] if key in features.FAMILIES else key
+        features.parse_params(member, sub)
+    feature_params = features.parse_params(name, feature_sections.get(features.get(name).section))
     return runner, feature_params
+
+
+def identity_params(params: Any) -> dict[str, Any]:
+    """The parameters that decide the numbers (``NOT_IN_PROVENANCE`` fields left out)."""
+    skip = getattr(params, "NOT_IN_PROVENANCE", ())
+    return {k: v for k, v in as_dict(params).items() if k not in skip}
 
 
 def feature_provenance(name: str, params: Any, images: Store) -> dict[str, Any]:
@@ -105,7 +130,8 @@ def feature_provenance(name: str, params: Any, images: Store) -> dict[str, Any]:
         "stage": "extract",
         "producer": name,
         "extractor_version": extractor.version,
-        "params": as_dict(params),
+        "params": identity_params(params),
+        **extractor.describe(params),
         "input_fingerprint": images.fingerprint,
         "image_size": list(images.array("images").shape[1:3]),
         "dims": ["sample", *extractor.dims],
@@ -137,7 +163,7 @@ def open_feature_store(
         "extractor_version": features.get(name).version,
     }
     if params is not None:
-        expect["params"] = as_dict(params)
+        expect["params"] = identity_params(params)
     if images is not None:
         expect["input_fingerprint"] = images.fingerprint
     return open_store(path, kind="features", expect=expect)
@@ -147,35 +173,53 @@ def _extract_shard(
     index: int,
     *,
     images_path: str,
-    scratch: str,
-    name: str,
+    targets: dict[str, str],
+    names: list[str],
     params: dict[str, Any],
     batch_size: int,
+    device: str,
     start: int,
     stop: int,
 ) -> dict[str, Any]:
-    """Task: features of one image-store shard (runs in a Dask worker)."""
-    extractor = features.get(name)
-    p = features.parse_params(name, params)
+    """Task: features of one image-store shard for one or several extractors of a family.
+
+    ``targets`` maps each name whose store still lacks this shard to its scratch folder.
+    Runs in a Dask worker; a failure on one image is recorded, never fatal.
+    """
+    exts = {name: features.get(name) for name in names}
+    p = features.parse_params(names[0], params)
     store = open_store(images_path, kind="images")
     images = store.array("images")[start:stop]
     valid = store.array("valid")[start:stop].astype(bool)
     ids = store.array("ids")[start:stop]
     n, h, w = images.shape[:3]
-    out = np.zeros((n, *extractor.output_shape(p, h, w)), np.float32)
+    outs = {
+        name: np.zeros((n, *e.output_shape(p, h, w)), e.store_dtype(p)) for name, e in exts.items()
+    }
     ok = valid.copy()
     failures: list[dict[str, Any]] = []
+    first = exts[names[0]]
+
+    def compute(batch: np.ndarray) -> dict[str, np.ndarray]:
+        if first.compute_many is not None:
+            return first.compute_many(batch, p, names, device)
+        return {names[0]: first.compute(batch, p)}
+
     todo = np.flatnonzero(valid)
     for b in range(0, len(todo), batch_size):
         idx = todo[b : b + batch_size]
         try:
-            out[idx] = extractor.compute(images[idx], p)
-        except Exception:
+            for name, value in compute(images[idx]).items():
+                outs[name][idx] = value
+        except Exception:  # isolate the failing image(s) below, then record them
             for k in idx:
                 try:
-                    out[k] = extractor.compute(images[k : k + 1], p)[0]
-                except Exception as err:
+                    for name, value in compute(images[k : k + 1]).items():
+                        outs[name][k] = value[0]
+                except Exception as err:  # recorded per image in the store's attrs
                     ok[k] = False
+                    for name in names:
+                        outs[name][k] = 0
                     failures.append(
                         {
                             "index": int(start + k),
@@ -183,13 +227,15 @@ def _extract_shard(
                             "error": f"{type(err).__name__}: {err}",
                         }
                     )
-    digest = hashlib.sha256(out.tobytes() + ok.tobytes()).hexdigest()
-    write_shard(
-        scratch,
-        index,
-        {"features": out, "valid": ok.astype(np.uint8)},
-        {"failures": failures, "hash": digest},
-    )
+    for name, scratch in targets.items():
+        out = outs[name]
+        digest = hashlib.sha256(out.tobytes() + ok.tobytes()).hexdigest()
+        write_shard(
+            scratch,
+            index,
+            {"features": out, "valid": ok.astype(np.uint8)},
+            {"failures": failures, "hash": digest},
+        )
     return {"failures": len(failures)}
 
 
@@ -217,7 +263,7 @@ def extract_store(
     params : params dataclass, optional
         The extractor's parameters; paper defaults when omitted.
     run : ExtractParams, optional
-        Chunking and local parallelism.
+        Chunking, device and local parallelism.
     overwrite, wait : bool
         See :class:`pipeline.store.StoreWriter`.
     scheduler_address : str, optional
@@ -228,74 +274,146 @@ def extract_store(
     Path
         The complete feature store.
     """
-    extractor = features.get(name)
-    params = params if params is not None else extractor.params_type()
+    paths = extract_stores(
+        [name],
+        images_path,
+        {name: out},
+        params=params,
+        run=run,
+        overwrite=overwrite,
+        wait=wait,
+        scheduler_address=scheduler_address,
+    )
+    return paths[name]
+
+
+def extract_stores(
+    names: list[str],
+    images_path: str | Path,
+    outs: Mapping[str, str | Path],
+    *,
+    params: Any | None = None,
+    run: ExtractParams | None = None,
+    overwrite: bool = False,
+    wait: bool = True,
+    scheduler_address: str | None = None,
+) -> dict[str, Path]:
+    """Several features of one family (e.g. AlexNet layers) from one pass over the images.
+
+    Parameters
+    ----------
+    names : list of str
+        Registered features; more than one must share a family (one forward pass).
+    images_path : str or Path
+    outs : mapping of str to path
+        The store of each name.
+    params, run, overwrite, wait, scheduler_address
+        As :func:`extract_store`; ``params`` is the family's parameters.
+
+    Returns
+    -------
+    dict of str to Path
+        The complete stores.
+    """
+    exts = {name: features.get(name) for name in names}
+    families = {e.family for e in exts.values()}
+    if len(names) > 1 and (len(families) != 1 or None in families):
+        raise ConfigError(
+            f"features {names} are not one family; extract them one at a time (a single pass "
+            f"serves several layers of one network only)"
+        )
+    first = exts[names[0]]
+    params = params if params is not None else first.params_type()
     run = run or ExtractParams()
     images = open_store(images_path, kind="images")
     img = images.array("images")
     n, h, w = img.shape[:3]
     shard = int(images.attrs["shard_size"])
-    shape = extractor.output_shape(params, h, w)
     chunk = min(run.chunk_size, shard)
     while shard % chunk:
         chunk -= 1  # the largest chunk size <= chunk_size that divides the shard
-    arrays = [
-        ArraySpec(
-            "features",
-            (n, *shape),
-            "float32",
-            chunk,
-            shard,
-            ("sample", *extractor.dims),
-            codec="lz4",
-        ),
-        ArraySpec("valid", (n,), "uint8", shard, shard, ("sample",)),
-        ArraySpec("ids", (n,), "str", n, None, ("sample",)),
-        ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
-        ArraySpec("split", (n,), "uint8", n, None, ("sample",)),
-    ]
-    provenance = feature_provenance(name, params, images)
-    with StoreWriter(out, provenance, arrays, overwrite=overwrite, wait=wait) as writer:
-        if writer.up_to_date:
-            log.info("%s is up to date", writer.out)
-            return writer.out
+    with contextlib.ExitStack() as stack:
+        writers: dict[str, StoreWriter] = {}
+        for name, ext in exts.items():
+            shape = ext.output_shape(params, h, w)
+            arrays = [
+                ArraySpec(
+                    "features",
+                    (n, *shape),
+                    ext.store_dtype(params),
+                    chunk,
+                    shard,
+                    ("sample", *ext.dims),
+                    codec=ext.codec,
+                ),
+                ArraySpec("valid", (n,), "uint8", shard, shard, ("sample",)),
+                ArraySpec("ids", (n,), "str", n, None, ("sample",)),
+                ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
+                ArraySpec("split", (n,), "uint8", n, None, ("sample",)),
+            ]
+            provenance = feature_provenance(name, params, images)
+            writers[name] = stack.enter_context(
+                StoreWriter(outs[name], provenance, arrays, overwrite=overwrite, wait=wait)
+            )
+        todo = {name: w for name, w in writers.items() if not w.up_to_date}
+        if not todo:
+            log.info("%s up to date", ", ".join(str(w.out) for w in writers.values()))
+            return {name: w.out for name, w in writers.items()}
+        pending: dict[int, dict[str, str]] = {}
+        for name, writer in todo.items():
+            for i in writer.pending_shards():
+                pending.setdefault(i, {})[name] = str(writer.scratch)
+        any_writer = next(iter(todo.values()))
+        device = run.resolved_device()
         shared = {
             "images_path": str(Path(images_path).absolute()),
-            "scratch": str(writer.scratch),
-            "name": name,
+            "names": list(names),
             "params": as_dict(params),
             "batch_size": run.runner.batch_size,
+            "device": device,
         }
         tasks = {}
-        for i in writer.pending_shards():
-            start, stop = writer.shard_bounds(i)
-            tasks[i] = {**shared, "start": start, "stop": stop}
+        for i in sorted(pending):
+            start, stop = any_writer.shard_bounds(i)
+            tasks[i] = {**shared, "targets": pending[i], "start": start, "stop": stop}
+        label = names[0] if len(names) == 1 else f"{first.family} ({len(names)} layers)"
         log.info(
-            "extract %s: %d images, %d shards (%d to do)", name, n, writer.num_shards, len(tasks)
+            "extract %s: %d images, %d shards (%d to do) on %s",
+            label,
+            n,
+            any_writer.num_shards,
+            len(tasks),
+            device,
         )
+        runner = run.runner
+        if device.startswith("cuda") and runner.workers != 1:
+            runner = RunnerParams(workers=1, scheduler="threads", batch_size=runner.batch_size)
         run_shards(
             _extract_shard,
             tasks,
-            runner=run.runner,
+            runner=runner,
             scheduler_address=scheduler_address,
-            desc=f"extract {name}",
+            desc=f"extract {label}",
         )
-        meta = writer.shard_meta()
-        failures = [f for m in meta for f in m["failures"]]
-        for f in failures:
-            log.warning("extract %s failed on %s: %s", name, f["id"], f["error"])
-        for key in ("ids", "labels", "split"):
-            writer.write_small(key, images.array(key)[:])
-        content = combine_hashes([m["hash"] for m in meta])
-        attrs = {
-            "extractor": {
-                "name": name,
-                "version": extractor.version,
-                "description": extractor.description,
-            },
-            "failures": failures,
-            "splits": images.attrs.get("splits"),
-        }
-        return writer.finalize(
-            fingerprint=identity_of({"content": content, "identity": writer.identity}), attrs=attrs
-        )
+        result = {}
+        for name, writer in writers.items():
+            if writer.up_to_date:
+                result[name] = writer.out
+                continue
+            meta = writer.shard_meta()
+            failures = [f for m in meta for f in m["failures"]]
+            for f in failures[:20]:
+                log.warning("extract %s failed on %s: %s", name, f["id"], f["error"])
+            for key in ("ids", "labels", "split"):
+                writer.write_small(key, images.array(key)[:])
+            content = combine_hashes([m["hash"] for m in meta])
+            ext = exts[name]
+            attrs = {
+                "extractor": {"name": name, "version": ext.version, "description": ext.description},
+                "failures": failures,
+                "splits": images.attrs.get("splits"),
+                "random_weights": bool(ext.describe(params).get("random_weights", False)),
+            }
+            fingerprint = identity_of({"content": content, "identity": writer.identity})
+            result[name] = writer.finalize(fingerprint=fingerprint, attrs=attrs)
+        return result

@@ -388,20 +388,29 @@ def write_shard(
         gathered by :meth:`StoreWriter.finalize`.
     """
     scratch = Path(scratch)
-    for name, data in arrays.items():
-        array = zarr.open_array(scratch / name, mode="r+")
-        shard = array.shards[0] if array.shards else array.chunks[0]
-        start = index * shard
-        stop = min(start + shard, array.shape[0])
-        if data.shape[0] != stop - start:
-            raise StoreError(
-                f"shard {index} of {name!r} needs {stop - start} samples, got {data.shape[0]}"
-            )
-        array[start:stop] = data
-    markers = scratch / _SHARDS_DIR
-    tmp = markers / f".{index}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(_canonical(dict(meta)))
-    os.replace(tmp, markers / f"{index}.json")  # atomic: a marker is whole or absent
+    try:
+        for name, data in arrays.items():
+            array = zarr.open_array(scratch / name, mode="r+")
+            shard = array.shards[0] if array.shards else array.chunks[0]
+            start = index * shard
+            stop = min(start + shard, array.shape[0])
+            if data.shape[0] != stop - start:
+                raise StoreError(
+                    f"shard {index} of {name!r} needs {stop - start} samples, got {data.shape[0]}"
+                )
+            array[start:stop] = data
+        markers = scratch / _SHARDS_DIR
+        tmp = markers / f".{index}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(_canonical(dict(meta)))
+        os.replace(tmp, markers / f"{index}.json")  # atomic: a marker is whole or absent
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise StoreError(
+            f"cannot write shard {index} into {str(scratch)!r}: {err.strerror} — the disk or "
+            "quota is full (or a file-size limit is set); free space and rerun: the shards "
+            "already finished are kept"
+        ) from err
 
 
 class StoreWriter:

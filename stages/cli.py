@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from stages.common import setup_logging
+from stages.evaluate import evaluate
 from stages.extract import extract
+from stages.interchange import export, import_
 from stages.prepare import prepare
+from stages.train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,6 +23,10 @@ def main(verbose: int) -> None:
     \b
       prepare   image files -> image store  (cache/images.zarr)
       extract   image store -> feature store per feature (cache/features/NAME.zarr)
+      train     feature store + image store -> decoder (models/TARGET)
+      evaluate  decoder -> test reconstructions + errors (metrics/eval/TARGET.json)
+
+    Interchange: export (a store -> HDF5), import (HDF5 -> a store).
 
     Every command reads only its own section of params.yaml and records what made each
     store; a store made differently is refused, an interrupted run resumes.
@@ -29,3 +36,7 @@ def main(verbose: int) -> None:
 
 main.add_command(prepare)
 main.add_command(extract)
+main.add_command(train)
+main.add_command(evaluate)
+main.add_command(export)
+main.add_command(import_)

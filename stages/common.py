@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
 
 from pipeline.config import load_section
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,13 +25,22 @@ params_option = click.option(
 )
 
 
-def read_section(params_file: str | None, section: str) -> Any:
-    """The stage's section of the params file (None: absent file at the default path)."""
+def as_mapping(value: Any, section: str) -> dict[str, Any]:
+    """A params section as a dict: ``{}`` for an empty one, an error for a non-mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"params section {section!r} must be a mapping of keys, got {value!r}")
+    return dict(value)
+
+
+def read_section(params_file: str | None, section: str) -> dict[str, Any]:
+    """The stage's section of the params file (``{}``: absent file at the default path)."""
     from pathlib import Path
 
     if params_file == "params.yaml" and not Path(params_file).exists():
-        return None
-    return load_section(params_file, section)
+        return {}
+    return as_mapping(load_section(params_file, section), section)
 
 
 def reports_errors(func: F) -> F:

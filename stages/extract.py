@@ -1,16 +1,17 @@
-"""``invert extract FEATURE``: an image store into a feature store."""
+"""``invert extract FEATURE...``: an image store into feature stores."""
 
 from __future__ import annotations
 
 import click
 
 from pipeline import features
-from pipeline.extract import extract_store, parse_extract_section
-from stages.common import params_option, read_section, reports_errors
+from pipeline.errors import ConfigError
+from pipeline.extract import extract_stores, parse_extract_section
+from stages.common import as_mapping, params_option, read_section, reports_errors
 
 
 @click.command()
-@click.argument("feature")
+@click.argument("feature", nargs=-1, required=True)
 @click.option(
     "--images",
     "images_path",
@@ -21,10 +22,13 @@ from stages.common import params_option, read_section, reports_errors
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Feature store to write (Zarr v3 folder).",
+    help="Feature store to write (Zarr v3 folder); with several features a template "
+    "containing {name}, e.g. cache/features/{name}.zarr.",
 )
 @params_option
+@click.option(
+    "--device", default=None, help="auto | cpu | cuda (networks; overrides extract.device)."
+)
 @click.option("--workers", type=int, default=None, help="Parallel shard tasks (0: one per core).")
 @click.option(
     "--scheduler",
@@ -39,10 +43,11 @@ from stages.common import params_option, read_section, reports_errors
 )
 @reports_errors
 def extract(
-    feature: str,
+    feature: tuple[str, ...],
     images_path: str,
     out: str,
     params_file: str,
+    device: str | None,
     workers: int | None,
     scheduler: str | None,
     overwrite: bool,
@@ -50,15 +55,32 @@ def extract(
 ) -> None:
     """Compute FEATURE for every image of an image store.
 
-    FEATURE is a registered extractor (hog, lbp, sift). Reads the `extract` section of the
-    params file: `chunk_size`, `runner`, and the FEATURE subsection with the extractor's
-    parameters (paper defaults where absent). Writes OUT with arrays features (N, C, h, w)
-    float32, valid, ids, labels, split; per-image failures are listed in its attrs.
+    FEATURE is a registered extractor (hog, lbp, sift, conv1 ... fc8) or a family (alexnet:
+    the layers listed in extract.alexnet.layers). Several AlexNet layers are computed in one
+    forward pass. Reads the `extract` section of the params file: `chunk_size`, `device`,
+    `runner`, and the feature's subsection (`hog`, `sift`, `lbp`, `alexnet`) with the
+    extractor's parameters (paper defaults where absent). Writes OUT with arrays features
+    (N, C, h, w) or (N, C), valid, ids, labels, split; per-image failures are listed in its
+    attrs.
     """
-    features.get(feature)  # unknown names fail before any work
-    section = dict(read_section(params_file, "extract") or {})
+    section = read_section(params_file, "extract")
+    names: list[str] = []
+    for f in feature:
+        if f in features.FAMILIES:
+            member = features.FAMILIES[f][0]
+            _, family_params = parse_extract_section(section, member)
+            names += list(getattr(family_params, "layers", features.FAMILIES[f]))
+        else:
+            features.get(f)  # unknown names fail before any work
+            names.append(f)
+    if len(names) > 1 and "{name}" not in out:
+        raise click.UsageError(
+            "several features need --out with {name}, e.g. cache/features/{name}.zarr"
+        )
+    if device is not None:
+        section["device"] = device
     address = None
-    runner = dict(section.get("runner") or {})
+    runner = as_mapping(section.get("runner"), "extract.runner")
     if workers is not None:
         runner["workers"] = workers
     if scheduler in ("threads", "processes"):
@@ -66,15 +88,24 @@ def extract(
     elif scheduler:
         address = scheduler
     section["runner"] = runner
-    run, params = parse_extract_section(section, feature)
-    path = extract_store(
-        feature,
+    run, params = parse_extract_section(section, names[0])
+    if not names:
+        raise ConfigError("no layers to extract: extract.alexnet.layers is empty")
+    outs = {name: out.format(name=name) for name in names}
+    paths = extract_stores(
+        names,
         images_path,
-        out,
+        outs,
         params=params,
         run=run,
         overwrite=overwrite,
         wait=not no_wait,
         scheduler_address=address,
     )
-    click.echo(f"feature store ready: {path}")
+    for name, path in paths.items():
+        click.echo(f"feature store ready: {path}")
+        if features.get(name).describe(params).get("random_weights"):
+            click.echo(
+                f"  note: {name} comes from a network with RANDOM weights "
+                f"({params.weights}); it is not the paper's CaffeNet"
+            )

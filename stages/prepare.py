@@ -7,7 +7,7 @@ import click
 from pipeline.config import parse
 from pipeline.images import PrepareParams
 from pipeline.images import prepare as prepare_store
-from stages.common import params_option, read_section, reports_errors
+from stages.common import as_mapping, params_option, read_section, reports_errors
 
 
 @click.command()
@@ -67,13 +67,13 @@ def prepare(
     (N, 256, 256, 3) uint8, valid, ids, paths, labels, split; unusable files are skipped and
     listed in the store's attrs (`skipped`) unless --strict.
     """
-    section = dict(read_section(params_file, "prepare") or {})
+    section = read_section(params_file, "prepare")
     if limit is not None:
         section["limit"] = limit
     if strict:
         section["strict"] = True
     address = None
-    runner = dict(section.get("runner") or {})
+    runner = as_mapping(section.get("runner"), "prepare.runner")
     if workers is not None:
         runner["workers"] = workers
     if scheduler in ("threads", "processes"):

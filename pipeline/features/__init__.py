@@ -20,13 +20,21 @@ from pipeline.config import parse
 from pipeline.errors import ExtractionError, UnknownFeatureError
 from pipeline.features.base import Extractor
 
-__all__ = ["Extractor", "extract", "get", "names", "parse_params"]
+__all__ = ["FAMILIES", "Extractor", "extract", "get", "names", "parse_params"]
 
 #: name -> module defining ``EXTRACTOR``; the one place a new feature is registered.
 _REGISTRY: dict[str, str] = {
-    "hog": "pipeline.features.hog",
-    "lbp": "pipeline.features.lbp",
-    "sift": "pipeline.features.sift",
+    "hog": "pipeline.features.hog:EXTRACTOR",
+    "lbp": "pipeline.features.lbp:EXTRACTOR",
+    "sift": "pipeline.features.sift:EXTRACTOR",
+    **{
+        layer: f"pipeline.features.activations:EXTRACTORS.{layer}"
+        for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+    },
+}
+#: family name -> its members, in order; ``invert extract alexnet`` means the cached layers.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "alexnet": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"),
 }
 
 
@@ -47,18 +55,21 @@ def get(name: str) -> Extractor:
         raise UnknownFeatureError(
             f"unknown feature {name!r}; registered features: {', '.join(names())}"
         )
-    module = importlib.import_module(_REGISTRY[name])
-    extractor = module.EXTRACTOR
-    assert isinstance(extractor, Extractor) and extractor.name == name, _REGISTRY[name]
-    return extractor
+    module_name, _, attr = _REGISTRY[name].partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    assert isinstance(obj, Extractor) and obj.name == name, _REGISTRY[name]
+    return obj
 
 
 def parse_params(name: str, params: dict[str, Any] | None = None) -> Any:
     """Validate keyword parameters of extractor ``name`` into its frozen params dataclass."""
-    return parse(get(name).params_type, params or {}, section=f"extract.{name}")
+    ext = get(name)
+    return parse(ext.params_type, params or {}, section=f"extract.{ext.section}")
 
 
-def extract(name: str, images: np.ndarray, **params: Any) -> np.ndarray:
+def extract(name: str, images: np.ndarray, *, device: str = "cpu", **params: Any) -> np.ndarray:
     """Compute feature ``name`` for a batch of images.
 
     Parameters
@@ -67,14 +78,17 @@ def extract(name: str, images: np.ndarray, **params: Any) -> np.ndarray:
         A registered feature (:func:`names`).
     images : (N, H, W, 3) ndarray of uint8
         RGB images.
+    device : str
+        Where networks run (``"cpu"``, ``"cuda"``); shallow features ignore it.
     **params
         The extractor's parameters (paper defaults when omitted); unknown keys are an error.
+        AlexNet layers take ``arch``, ``weights`` (a file or ``random:SEED``) and ``dtype``.
 
     Returns
     -------
     (N, *shape) ndarray of float32
         ``shape`` is ``get(name).output_shape(params, H, W)``, e.g. (31, 32, 32) for HOG of
-        256×256 images.
+        256×256 images, (256, 6, 6) for CONV5, (4096,) for FC6.
     """
     extractor = get(name)
     p = parse_params(name, params)
@@ -84,7 +98,10 @@ def extract(name: str, images: np.ndarray, **params: Any) -> np.ndarray:
             f"extract({name!r}) takes (N, H, W, 3) RGB images, got shape {images.shape}; "
             "stack single images with images[None] and grey ones with np.repeat(..., 3, -1)"
         )
-    out = extractor.compute(images, p)
+    if extractor.compute_many is not None:
+        out = extractor.compute_many(images, p, [name], device)[name]
+    else:
+        out = extractor.compute(images, p)
     expected = (images.shape[0], *extractor.output_shape(p, images.shape[1], images.shape[2]))
     assert out.shape == expected, (out.shape, expected)
     return out.astype(np.float32, copy=False)

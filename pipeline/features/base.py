@@ -8,9 +8,9 @@ frozen dataclass of its parameters, and the names of its per-sample dimensions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,6 +44,21 @@ class Extractor:
         Names of the per-sample dimensions, e.g. ``("channel", "y", "x")``.
     description : str
         One line for ``--help`` and the store's attrs.
+    family : str or None
+        Extractors computed together in one pass (``"alexnet"`` for conv1 ... fc8) share
+        one ``params.yaml`` section named after the family and a ``compute_many``.
+    compute_many : callable or None
+        ``compute_many(images, params, names, device) -> {name: features}``: several family
+        members from one pass on ``device`` (``"cpu"``, ``"cuda"``).
+    store_dtype : callable
+        ``store_dtype(params) -> str``: the dtype of the stored features.
+    describe : callable
+        ``describe(params) -> dict``: provenance beyond the parameters (e.g. the sha256 of a
+        weights file, whether the weights are random).
+    codec : {"lz4", "zstd", "raw"}
+        Store compression (:class:`pipeline.store.ArraySpec`): lz4 + bit shuffle writes
+        dense float features fastest; zstd + byte shuffle packs sparse ReLU activations to
+        ~30% of float32.
     """
 
     name: str
@@ -53,6 +68,18 @@ class Extractor:
     output_shape: Callable[[Any, int, int], tuple[int, ...]]
     dims: tuple[str, ...]
     description: str
+    family: str | None = None
+    compute_many: Callable[[np.ndarray, Any, Sequence[str], str], dict[str, np.ndarray]] | None = (
+        None
+    )
+    store_dtype: Callable[[Any], str] = field(default=lambda params: "float32")
+    describe: Callable[[Any], dict[str, Any]] = field(default=lambda params: {})
+    codec: Literal["lz4", "zstd", "raw"] = "lz4"
+
+    @property
+    def section(self) -> str:
+        """The ``extract`` subsection holding this extractor's parameters."""
+        return self.family or self.name
 
 
 def as_float_images(images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,308 @@
+"""Reconstruct the test split with a trained decoder and measure the errors (SPEC §6).
+
+The paper's figure of merit is the **normalised reconstruction error**: the mean over test
+images of ``||x - x̂||₂`` divided by the mean ``||x_i - x_j||₂`` over pairs of distinct test
+images (so 1.0 is as far as a random other test image). SSIM and PSNR are reported beside it.
+Pixels are compared in [0, 1] at the decoder's output size (256 for HOG/SIFT/LBP, the 227
+centre crop resized to 216/208/192/128 for AlexNet layers; see
+:func:`pipeline.training.target_images`).
+
+Reconstructions are written to a store (kind ``reconstructions``) so that figures and the
+report read them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import alexnet
+from pipeline.errors import IncompatibleStoreError
+from pipeline.loader import usable_indices
+from pipeline.store import ArraySpec, StoreWriter, identity_of, open_store
+from pipeline.training import (
+    PIXEL_OFFSET,
+    load_decoder,
+    load_encoder,
+    resolve_device,
+    target_images,
+)
+
+__all__ = [
+    "PAPER_ERRORS",
+    "Decoded",
+    "EvalParams",
+    "decode_features",
+    "error_metrics",
+    "evaluate",
+    "load_inverter",
+    "normalised_error",
+    "test_batches",
+]
+
+log = logging.getLogger(__name__)
+
+#: Normalised errors the paper reports (SPEC §6; "~" values recollected, not read).
+PAPER_ERRORS: dict[str, float] = {"hog": 0.24, "sift": 0.28, "lbp": 0.38}
+#: HOG inversions by other methods, as the paper reports them.
+PAPER_BASELINES: dict[str, dict[str, float]] = {"hog": {"HOGgles": 0.61, "M&V [1]": 0.63}}
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """The ``evaluate`` section of ``params.yaml``.
+
+    Attributes
+    ----------
+    batch_size : int
+        Test images decoded at once.
+    max_images : int or None
+        Evaluate only the first test images (quick runs); ``None``: the whole test split.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    batch_size: int = 16
+    max_images: int | None = None
+    device: str = "auto"
+
+
+def normalised_error(x: np.ndarray, x_hat: np.ndarray) -> float:
+    """The paper's normalised reconstruction error.
+
+    Parameters
+    ----------
+    x, x_hat : (N, ...) ndarray
+        Originals and reconstructions, N >= 2, same scale.
+
+    Returns
+    -------
+    float
+        ``mean_i ||x_i - x̂_i|| / mean_{i != j} ||x_i - x_j||``.
+    """
+    x = x.reshape(len(x), -1).astype(np.float64)
+    x_hat = x_hat.reshape(len(x_hat), -1).astype(np.float64)
+    if len(x) < 2:
+        raise ValueError("the normalised error needs at least two test images")
+    num = np.linalg.norm(x - x_hat, axis=1).mean()
+    sq = (x**2).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    off = ~np.eye(len(x), dtype=bool)
+    return float(num / np.sqrt(d2[off]).mean())
+
+
+def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
+    """Normalised error, mean SSIM and mean PSNR of reconstructions in [0, 1].
+
+    Parameters
+    ----------
+    x, x_hat : (N, H, W, 3) ndarray of float in [0, 1]
+    """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssim = [structural_similarity(a, b, channel_axis=-1, data_range=1.0) for a, b in zip(x, x_hat)]
+    psnr = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(x, x_hat)]
+    return {
+        "normalised_error": normalised_error(x, x_hat),
+        "ssim": float(np.mean(ssim)),
+        "psnr": float(np.mean(psnr)),
+        "images": len(x),
+    }
+
+
+@dataclass
+class Decoded:
+    """A trained inverter: decoder, optional encoder, and how to get its input features."""
+
+    target: str
+    decoder: torch.nn.Module
+    encoder: torch.nn.Module | None
+    config: dict[str, Any]
+    device: torch.device
+
+    @property
+    def mode(self) -> str:
+        return str(self.config["params"]["mode"])
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.config.get("random_weights"))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of (B, 3, 256, 256) uint8 images with the (trained) encoder."""
+        assert self.encoder is not None
+        arch = self.config["params"]["arch"]
+        images = x.permute(0, 2, 3, 1).float() / 255.0
+        with torch.no_grad():
+            return self.encoder.forward_layers(alexnet.preprocess(images, arch), [self.target])[  # type: ignore[operator]
+                self.target
+            ]
+
+    @torch.no_grad()
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, ...) features -> (B, 3, S, S) images in [0, 1]."""
+        y = self.decoder(features.to(self.device).float())
+        return (y + PIXEL_OFFSET).clamp(0.0, 1.0)
+
+
+def load_inverter(model_path: str | Path, *, device: str = "auto") -> Decoded:
+    """A trained decoder (and, in autoencoder mode, its encoder) ready to decode."""
+    dev = resolve_device(device)
+    decoder, config = load_decoder(model_path, device=dev)
+    encoder = load_encoder(model_path, device=dev)
+    return Decoded(config["target"], decoder, encoder, config, dev)
+
+
+def decode_features(inv: Decoded, features: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Decode a batch of feature vectors to (N, S, S, 3) uint8 images."""
+    out = []
+    for i in range(0, len(features), batch_size):
+        y = inv.decode(torch.from_numpy(np.ascontiguousarray(features[i : i + batch_size])))
+        out.append((y.permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+    return np.concatenate(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def test_batches(
+    inv: Decoded,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    *,
+    batch_size: int,
+    max_images: int | None = None,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(sample indices, features, uint8 images) of the test split, in store order.
+
+    Features come from the trained encoder (autoencoder / online) or the feature store,
+    which must be the one the decoder was trained on.
+    """
+    images = open_store(images_path, kind="images")
+    idx = usable_indices(images_path, "test")
+    store_feats = None
+    online = inv.encoder is not None or inv.config["params"].get("online")
+    if not online:
+        if features_path is None:
+            raise IncompatibleStoreError(f"{inv.target} was trained on a feature store: pass it")
+        fs = open_store(features_path, kind="features")
+        if fs.fingerprint != inv.config.get("features_fingerprint"):
+            raise IncompatibleStoreError(
+                f"feature store {str(features_path)!r} is not the one decoder {inv.target!r} was "
+                "trained on (fingerprints differ); evaluate with the training store"
+            )
+        store_feats = fs.array("features")
+        idx = idx[fs.array("valid")[:][idx] > 0]
+    if max_images is not None:
+        idx = idx[:max_images]
+    arr = images.array("images")
+    for i in range(0, len(idx), batch_size):
+        sel = idx[i : i + batch_size]
+        x = torch.from_numpy(np.stack([arr[int(k) : int(k) + 1][0] for k in sel])).permute(
+            0, 3, 1, 2
+        )
+        if store_feats is not None:
+            f = torch.from_numpy(
+                np.stack([store_feats[int(k) : int(k) + 1][0] for k in sel]).astype(np.float32)
+            )
+        elif inv.encoder is not None:
+            f = inv.encode(x.to(inv.device))
+        else:  # online hog
+            from pipeline.features.hog import hog_torch
+
+            f = hog_torch(x.float() / 255.0)
+        yield sel, f, x
+
+
+def evaluate(
+    model_path: str | Path,
+    *,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    out: str | Path,
+    metrics_path: str | Path | None = None,
+    params: EvalParams | None = None,
+) -> dict[str, Any]:
+    """Reconstruct the test split, store the reconstructions, write the metrics.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        ``model.pt`` of ``invert train``.
+    images_path : str or Path
+        The image store the decoder was trained with.
+    features_path : str or Path or None
+        Its feature store (``None`` for autoencoder / online decoders).
+    out : str or Path
+        Reconstruction store: ``reconstructions`` and ``targets`` (M, S, S, 3) uint8,
+        ``index`` (M,) — the test samples' positions in the image store.
+    metrics_path : str or Path, optional
+        Metrics JSON (``dvc metrics show``).
+    params : EvalParams, optional
+
+    Returns
+    -------
+    dict
+        The metrics.
+    """
+    params = params or EvalParams()
+    inv = load_inverter(model_path, device=params.device)
+    recs, tgts, index = [], [], []
+    for sel, f, x in test_batches(
+        inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
+    ):
+        y = inv.decode(f).permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3) in [0, 1]
+        t = (target_images(x.to(inv.device), inv.target) + PIXEL_OFFSET).clamp(0, 1)
+        recs.append(y)
+        tgts.append(t.permute(0, 2, 3, 1).cpu().numpy())
+        index.append(sel)
+    rec, tgt, ind = np.concatenate(recs), np.concatenate(tgts), np.concatenate(index)
+    metrics = {
+        "target": inv.target,
+        "mode": inv.mode,
+        **error_metrics(tgt, rec),
+        "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
+        "random_weights": inv.random_weights,
+    }
+    n, s = rec.shape[0], rec.shape[1]
+    images = open_store(images_path, kind="images")
+    provenance = {
+        "kind": "reconstructions",
+        "stage": "evaluate",
+        "producer": inv.target,
+        "params": {"mode": inv.mode, "max_images": params.max_images},
+        "decoder": identity_of(inv.config),
+        "input_fingerprint": images.fingerprint,
+        "dims": ["sample", "y", "x", "rgb"],
+    }
+    arrays = [
+        ArraySpec(
+            "reconstructions", (n, s, s, 3), "uint8", min(16, n), n, ("sample", "y", "x", "rgb")
+        ),
+        ArraySpec("targets", (n, s, s, 3), "uint8", min(16, n), n, ("sample", "y", "x", "rgb")),
+        ArraySpec("index", (n,), "int64", n, n, ("sample",)),
+    ]
+    to8 = lambda a: (a * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
+    from pipeline.store import write_shard
+
+    with StoreWriter(out, provenance, arrays, overwrite=True) as writer:
+        if not writer.up_to_date:
+            write_shard(
+                writer.scratch,
+                0,
+                {"reconstructions": to8(rec), "targets": to8(tgt), "index": ind.astype(np.int64)},
+                {},
+            )
+            writer.finalize(
+                fingerprint=identity_of({"r": to8(rec).tobytes().hex()[:0], "p": provenance}),
+                attrs={"metrics": metrics},
+            )
+    if metrics_path is not None:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("%s (%s): normalised error %.3f", inv.target, inv.mode, metrics["normalised_error"])
+    return metrics

@@ -1,0 +1,247 @@
+"""Stream (features, target image) pairs from the stores into training, never all in memory.
+
+Order: **block shuffle**. The chunks of the feature store (``chunk_size`` samples each) are
+put in a random order per epoch; consecutive runs of ``block_chunks`` chunks form a *block*;
+a block is read whole (a handful of sequential reads), its usable samples (split and
+``valid``) are permuted, and the stream goes on block after block, epoch after epoch. Each
+DataLoader worker (and each DDP rank) takes every ``W``-th block and opens the stores itself.
+
+The stream is a pure function of ``(seed, rank, worker)``: a loader started at batch ``k``
+produces exactly the batches an uninterrupted loader produces from ``k`` on, so a resumed run
+reaches the same weights. ``DataLoader`` hands out the workers' batches round-robin, so batch
+``k`` is batch ``k // W`` of worker ``k % W``; each worker skips its share without reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import CheckedArray, open_store
+
+__all__ = ["LoaderParams", "StoreStream", "make_loader", "usable_indices"]
+
+
+@dataclass(frozen=True)
+class LoaderParams:
+    """The ``loader`` part of the ``train`` section.
+
+    Attributes
+    ----------
+    workers : int
+        DataLoader worker processes, each opening the stores itself (0: in the main process).
+    block_chunks : int
+        Chunks read together and shuffled as one block (the shuffle buffer is
+        ``block_chunks * chunk_size`` samples).
+    prefetch : int
+        Batches each worker keeps ready.
+    pin_memory : bool
+        Page-locked batches for faster host-to-GPU copies (only used with CUDA).
+    """
+
+    workers: int = 2
+    block_chunks: int = 8
+    prefetch: int = 2
+    pin_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.block_chunks < 1 or self.prefetch < 1:
+            raise ConfigError("loader: workers >= 0, block_chunks >= 1 and prefetch >= 1 needed")
+
+
+def usable_indices(store_path: str | Path, split: str) -> np.ndarray:
+    """Sample indices of ``split`` whose image (and features) are valid.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        An image or feature store.
+    split : str
+        ``"train"`` or ``"test"``.
+
+    Returns
+    -------
+    (M,) ndarray of int64
+    """
+    store = open_store(store_path)
+    splits = list(store.attrs.get("splits") or ["train", "test"])
+    if split not in splits:
+        raise StoreError(f"store {str(store_path)!r} has no split {split!r} (it has {splits})")
+    mask = (store.array("split")[:] == splits.index(split)) & (store.array("valid")[:] > 0)
+    return np.flatnonzero(mask)
+
+
+class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """An endless, seekable stream of ``(features, image)`` batches.
+
+    Parameters
+    ----------
+    images_path : str or Path
+        Image store (targets). Its ``images`` (N, H, W, 3) uint8 are yielded as
+        (B, 3, H, W) uint8; resizing to the decoder's output happens on the device.
+    features_path : str or Path or None
+        Feature store with the same samples; ``None`` streams images only (online features,
+        autoencoder).
+    split : str
+        Which samples to stream.
+    batch_size : int
+    params : LoaderParams
+    seed : int
+    start_batch : int
+        Global batch index to start at (resume); earlier batches are skipped without reading.
+    rank, world_size : int
+        DDP rank and number of ranks: each rank streams its own blocks.
+    """
+
+    def __init__(
+        self,
+        images_path: str | Path,
+        features_path: str | Path | None,
+        *,
+        split: str = "train",
+        batch_size: int,
+        params: LoaderParams,
+        seed: int = 0,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.images_path = str(images_path)
+        self.features_path = None if features_path is None else str(features_path)
+        self.batch_size = batch_size
+        self.params = params
+        self.seed = seed
+        self.start_batch = start_batch
+        self.rank, self.world_size = rank, world_size
+        ref = self.features_path or self.images_path
+        store = open_store(ref)
+        self.chunk = int(store.array("features" if features_path else "images").chunks[0])
+        self.num_samples = len(store)
+        keep = np.zeros(self.num_samples, bool)
+        keep[usable_indices(ref, split)] = True
+        if features_path is not None:  # a sample is usable only if its image is valid too
+            keep &= open_store(images_path).array("valid")[:] > 0
+        if not keep.any():
+            raise StoreError(f"no usable {split!r} samples in {ref!r}")
+        self.keep = keep
+        self.num_chunks = -(-self.num_samples // self.chunk)
+        self.counts = np.add.reduceat(keep, np.arange(0, self.num_samples, self.chunk))
+
+    # -- the deterministic order -----------------------------------------------------------
+    def _blocks(self, stream: int, streams: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(block id, chunk ids) of one stream, epoch after epoch, forever."""
+        k = self.params.block_chunks
+        epoch = 0
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
+            blocks = [order[i : i + k] for i in range(0, len(order), k)]
+            mine = blocks[stream::streams]
+            if not mine and epoch == 0:
+                raise StoreError(
+                    f"{self.num_chunks} chunks make {len(blocks)} blocks, fewer than the "
+                    f"{streams} loader streams; lower loader.workers or block_chunks"
+                )
+            for j, chunks in enumerate(mine):
+                yield epoch * 1_000_003 + j, np.sort(chunks)
+            epoch += 1
+
+    def _samples(
+        self, stream: int, streams: int, skip: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(chunk ids, permuted sample indices) block after block, the first ``skip`` dropped."""
+        for block, chunks in self._blocks(stream, streams):
+            n = int(self.counts[chunks].sum())
+            if skip >= n:
+                skip -= n
+                continue
+            idx = np.concatenate(
+                [
+                    np.arange(c * self.chunk, min((c + 1) * self.chunk, self.num_samples))
+                    for c in chunks
+                ]
+            )
+            idx = idx[self.keep[idx]]
+            perm = np.random.default_rng([self.seed, block, stream]).permutation(len(idx))
+            yield chunks, idx[perm][skip:]
+            skip = 0
+
+    def _read_block(self, array: CheckedArray, chunks: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``array[idx]`` for indices inside ``chunks``: each chunk read once, one gather copy."""
+        out = np.empty((len(idx), *array.shape[1:]), array.dtype)
+        c_of = idx // self.chunk
+        for c in chunks:
+            sel = np.flatnonzero(c_of == c)
+            if len(sel):
+                part = array[c * self.chunk : min((c + 1) * self.chunk, self.num_samples)]
+                out[sel] = part[idx[sel] - c * self.chunk]
+        return out
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # DataLoader takes batches from its workers round-robin, starting with worker 0:
+        # global batch k is batch k // W of stream k % W. A loader resumed at batch s must
+        # start with stream s % W, so worker w plays stream (w + s) % W, whose first
+        # (w + s) // W batches were consumed before the restart.
+        logical = (worker + self.start_batch) % workers
+        mine_done = (worker + self.start_batch) // workers
+        streams = workers * self.world_size
+        stream = self.rank * workers + logical
+        images = open_store(self.images_path).array("images")
+        farr = None
+        if self.features_path is not None:
+            farr = open_store(self.features_path).array("features")
+        b = self.batch_size
+        carry_x: np.ndarray | None = None  # the tail of the previous block, < b samples
+        carry_f: np.ndarray | None = None
+        for chunks, idx in self._samples(stream, streams, mine_done * b):
+            if len(idx) == 0:
+                continue
+            xs = self._read_block(images, chunks, idx)
+            fs = None if farr is None else self._read_block(farr, chunks, idx)
+            start = 0
+            if carry_x is not None:  # complete the carried batch with this block's head
+                need = b - len(carry_x)
+                if len(xs) < need:
+                    carry_x = np.concatenate([carry_x, xs])
+                    carry_f = None if fs is None else np.concatenate([carry_f, fs])
+                    continue
+                x0 = np.concatenate([carry_x, xs[:need]])
+                f0 = None if fs is None else np.concatenate([carry_f, fs[:need]])
+                yield self._batch(x0, f0)
+                start, carry_x, carry_f = need, None, None
+            while start + b <= len(xs):  # whole batches are views of the block: no copy
+                yield self._batch(
+                    xs[start : start + b], None if fs is None else fs[start : start + b]
+                )
+                start += b
+            if start < len(xs):
+                carry_x = xs[start:].copy()
+                carry_f = None if fs is None else fs[start:].copy()
+
+    @staticmethod
+    def _batch(img: np.ndarray, f: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+        feats = torch.empty(0) if f is None else torch.from_numpy(np.ascontiguousarray(f))
+        return feats, x
+
+
+def make_loader(stream: StoreStream, *, pin_memory: bool) -> DataLoader[Any]:
+    """A DataLoader over a :class:`StoreStream` (batches are formed by the stream)."""
+    p = stream.params
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=p.workers,
+        pin_memory=pin_memory and p.pin_memory,
+        prefetch_factor=p.prefetch if p.workers > 0 else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,94 @@
+"""``invert train TARGET``: a decoder from a feature store and its image store."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import decoders
+from pipeline.training import parse_train_section
+from pipeline.training import train as train_decoder
+from stages.common import params_option, read_section, reports_errors
+
+
+@click.command()
+@click.argument("target", type=click.Choice(decoders.TARGETS))
+@click.option(
+    "--images",
+    "images_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Image store (the reconstruction targets).",
+)
+@click.option(
+    "--features",
+    "features_path",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Feature store of TARGET (not needed with online: true).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for model.pt and config.json.",
+)
+@click.option(
+    "--checkpoints",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder of resumable checkpoints (one subfolder per run identity).",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Metrics JSON (dvc metrics show).",
+)
+@click.option(
+    "--plots",
+    "plots_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Loss-curve CSV (dvc plots show).",
+)
+@params_option
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
+@click.option("--steps", type=int, default=None, help="Overrides train.steps.")
+@reports_errors
+def train(
+    target: str,
+    images_path: str,
+    features_path: str | None,
+    out: str,
+    checkpoints: str,
+    metrics_path: str | None,
+    plots_path: str | None,
+    params_file: str,
+    device: str | None,
+    steps: int | None,
+) -> None:
+    """Train the decoder that inverts TARGET (pixel MSE, Adam; SPEC §5).
+
+    Reads the `train` section of the params file, with the TARGET subsection applied on
+    top. Writes OUT/model.pt and OUT/config.json, the metrics JSON and the loss CSV. A killed
+    run resumes from its last checkpoint when started again with the same inputs. Under
+    torchrun, each rank streams its own shard order (DistributedDataParallel).
+    """
+    section = read_section(params_file, "train")
+    if device is not None:
+        section["device"] = device
+    if steps is not None:
+        section["steps"] = steps
+    params = parse_train_section(section, target)
+    result = train_decoder(
+        target,
+        images_path=images_path,
+        features_path=features_path,
+        out=out,
+        checkpoints=checkpoints,
+        params=params,
+        metrics_path=metrics_path,
+        plots_path=plots_path,
+    )
+    click.echo(f"decoder ready: {result.model_path} (test loss {result.metrics['test_loss']})")

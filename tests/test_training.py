@@ -1,0 +1,305 @@
+"""Training: resume equals an uninterrupted run, checkpoints, refusals, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.errors import ConfigError, IncompatibleStoreError
+from pipeline.extract import ExtractParams, extract_store
+from pipeline.images import prepare
+from pipeline.loader import LoaderParams, StoreStream, make_loader
+from pipeline.runner import RunnerParams
+from pipeline.training import (
+    CheckpointError,
+    TrainParams,
+    load_decoder,
+    parse_train_section,
+    target_images,
+    train,
+)
+from tests.conftest import small_prepare_params
+
+TINY = TrainParams(
+    width=0.125,
+    steps=6,
+    batch_size=4,
+    lr=1e-3,
+    checkpoint_every=3,
+    log_every=1,
+    eval_batches=1,
+    loader=LoaderParams(workers=0, block_chunks=2),
+)
+
+
+@pytest.fixture(scope="module")
+def hog_store(image_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("feat") / "hog.zarr"
+    return extract_store(
+        "hog", image_store, out, run=ExtractParams(chunk_size=8, runner=RunnerParams(workers=2))
+    )
+
+
+def _run(image_store: Path, hog_store: Path, root: Path, params: TrainParams) -> Path:
+    result = train(
+        "hog",
+        images_path=image_store,
+        features_path=hog_store,
+        out=root / "out",
+        checkpoints=root / "ckpt",
+        params=params,
+        metrics_path=root / "m.json",
+        plots_path=root / "loss.csv",
+        progress=False,
+    )
+    return result.model_path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_resume_reaches_the_same_weights(
+    image_store: Path, hog_store: Path, tmp_path: Path
+) -> None:
+    clean = _weights(_run(image_store, hog_store, tmp_path / "clean", TINY))
+    half = TrainParams(**{**TINY.__dict__, "steps": 3})
+    _run(image_store, hog_store, tmp_path / "resumed", half)
+    resumed = _weights(_run(image_store, hog_store, tmp_path / "resumed", TINY))
+    assert clean.keys() == resumed.keys()
+    for k in clean:
+        torch.testing.assert_close(resumed[k], clean[k], rtol=0, atol=0)
+    # and training changed the weights at all
+    fresh = _weights(
+        _run(image_store, hog_store, tmp_path / "one", TrainParams(**{**TINY.__dict__, "steps": 1}))
+    )
+    assert any(not torch.equal(fresh[k], clean[k]) for k in clean)
+
+
+def test_outputs_metrics_plots_and_loading(
+    image_store: Path, hog_store: Path, tmp_path: Path
+) -> None:
+    path = _run(image_store, hog_store, tmp_path, TINY)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["steps"] == 6 and np.isfinite(metrics["train_loss"])
+    assert np.isfinite(metrics["test_loss"])
+    lines = (tmp_path / "loss.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and len(lines) == 7
+    model, config = load_decoder(path)
+    assert config["target"] == "hog" and config["params"]["width"] == 0.125
+    assert config["features_fingerprint"]
+    out = model(torch.zeros(1, 31, 32, 32))
+    assert out.shape == (1, 3, 256, 256)
+
+
+def test_truncated_checkpoint_falls_back_then_refuses(
+    image_store: Path, hog_store: Path, tmp_path: Path
+) -> None:
+    _run(image_store, hog_store, tmp_path, TINY)
+    ckpts = sorted((tmp_path / "ckpt").glob("*/step-*.pt"))
+    assert [p.name for p in ckpts] == ["step-3.pt", "step-6.pt"]
+    data = ckpts[1].read_bytes()
+    ckpts[1].write_bytes(data[: len(data) // 2])
+    longer = TrainParams(**{**TINY.__dict__, "steps": 7})
+    _run(image_store, hog_store, tmp_path, longer)  # resumes from step 3 with a warning
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 7
+    for p in (tmp_path / "ckpt").glob("*/step-*.pt"):
+        p.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*delete the folder"):
+        _run(image_store, hog_store, tmp_path, TrainParams(**{**TINY.__dict__, "steps": 8}))
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read decoder"):
+        load_decoder(tmp_path / "bad.pt")
+
+
+def test_feature_store_of_other_images_is_refused(hog_store: Path, tmp_path: Path) -> None:
+    other = prepare("sample", tmp_path / "other.zarr", small_prepare_params(seed=7))
+    with pytest.raises(IncompatibleStoreError, match="input_fingerprint"):
+        _run(other, hog_store, tmp_path, TINY)
+
+
+def test_sigkill_during_train_then_rerun_equals_clean_run(
+    image_store: Path, hog_store: Path, tmp_path: Path
+) -> None:
+    params = {
+        "train": {
+            "width": 0.125,
+            "steps": 40,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "checkpoint_every": 2,
+            "eval_batches": 0,
+            "loader": {"workers": 0, "block_chunks": 2},
+        }
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages",
+        "train",
+        "hog",
+        "--images",
+        str(image_store),
+        "--features",
+        str(hog_store),
+        "--out",
+        str(tmp_path / "out"),
+        "--checkpoints",
+        str(tmp_path / "ckpt"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(tmp_path.glob("ckpt/*/step-4.pt")):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (tmp_path / "out" / "model.pt").exists()
+    subprocess.run(cmd, check=True, capture_output=True)
+    # the uninterrupted reference runs the same way (a process with the same thread count:
+    # float sums in another order would differ in the last bits)
+    clean = [
+        *cmd[: cmd.index("--out") + 1],
+        str(tmp_path / "clean"),
+        "--checkpoints",
+        str(tmp_path / "clean-ckpt"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
+    subprocess.run(clean, check=True, capture_output=True)
+    ref = _weights(tmp_path / "clean" / "model.pt")
+    got = _weights(tmp_path / "out" / "model.pt")
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0)
+
+
+def test_loader_resume_with_workers(image_store: Path, hog_store: Path) -> None:
+    lp = LoaderParams(workers=2, block_chunks=1)
+    full = list(
+        zip(
+            range(9),
+            make_loader(
+                StoreStream(image_store, hog_store, batch_size=4, params=lp), pin_memory=False
+            ),
+        )
+    )
+    later = list(
+        zip(
+            range(4),
+            make_loader(
+                StoreStream(image_store, hog_store, batch_size=4, params=lp, start_batch=5),
+                pin_memory=False,
+            ),
+        )
+    )
+    for (_, (f1, x1)), (_, (f2, x2)) in zip(full[5:], later):
+        assert torch.equal(f1, f2) and torch.equal(x1, x2)
+    f, x = full[0][1]
+    assert f.shape == (4, 31, 32, 32) and x.shape == (4, 3, 256, 256) and x.dtype == torch.uint8
+
+
+def test_train_section_parsing() -> None:
+    section = {
+        "width": 0.25,
+        "steps": 100,
+        "hog": {"steps": 50, "loader": {"workers": 1}},
+        "lbp": {"lr": 1e-3},
+    }
+    p = parse_train_section(section, "hog")
+    assert p.steps == 50 and p.width == 0.25 and p.loader.workers == 1
+    assert parse_train_section(section, "lbp").steps == 100
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'stpes'"):
+        parse_train_section({"hog": {"stpes": 3}}, "hog")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'lerning_rate'"):
+        parse_train_section({"sift": {"lerning_rate": 3}}, "hog")
+    with pytest.raises(ConfigError, match="unknown target 'hgo'"):
+        parse_train_section({}, "hgo")
+    with pytest.raises(ConfigError, match=r"invalid train value.*lr"):
+        parse_train_section({"lr": -1.0}, "hog")
+
+
+def test_target_images_sizes() -> None:
+    x = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    assert target_images(x, "hog").shape == (2, 3, 256, 256)
+    assert target_images(x, "conv1").shape == (2, 3, 216, 216)
+    assert target_images(x, "fc8").shape == (2, 3, 128, 128)
+    y = target_images(x, "hog")
+    assert float(y.min()) >= -0.5 and float(y.max()) <= 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_step(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
+    params = TrainParams(**{**TINY.__dict__, "device": "cuda", "steps": 2})
+    path = _run(image_store, hog_store, tmp_path, params)
+    assert json.loads((tmp_path / "m.json").read_text())["device"].startswith("cuda")
+    assert path.exists()
+
+
+def test_autoencoder_trains_the_encoder_too(image_store: Path, tmp_path: Path) -> None:
+    params = TrainParams(
+        **{**TINY.__dict__, "mode": "autoencoder", "steps": 2, "weights": "random:0"}
+    )
+    result = train(
+        "conv5",
+        images_path=image_store,
+        features_path=None,
+        out=tmp_path / "out",
+        checkpoints=tmp_path / "ckpt",
+        params=params,
+        progress=False,
+    )
+    from pipeline import alexnet
+    from pipeline.training import load_encoder
+
+    encoder = load_encoder(result.model_path)
+    assert encoder is not None
+    initial = alexnet.build("caffenet", weights="random:0")
+    changed = [
+        k for k, v in encoder.state_dict().items() if not torch.equal(v, initial.state_dict()[k])
+    ]
+    assert "features.conv1.weight" in changed
+    _, config = load_decoder(result.model_path)
+    assert config["random_weights"] is True and config["in_channels"] == 256
+
+
+def test_online_hog_equals_the_store(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
+    stored = _weights(_run(image_store, hog_store, tmp_path / "a", TINY))
+    online = TrainParams(**{**TINY.__dict__, "online": True})
+    result = train(
+        "hog",
+        images_path=image_store,
+        features_path=None,
+        out=tmp_path / "b",
+        checkpoints=tmp_path / "ckpt",
+        params=online,
+        progress=False,
+    )
+    got = _weights(result.model_path)
+    for k in stored:  # the same features, computed on the device instead of read
+        torch.testing.assert_close(got[k], stored[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="not available for 'sift'"):
+        train(
+            "sift",
+            images_path=image_store,
+            features_path=None,
+            out=tmp_path / "c",
+            checkpoints=tmp_path / "ckpt",
+            params=online,
+            progress=False,
+        )
