@@ -141,9 +141,10 @@ class Decoded:
         arch = self.config["params"]["arch"]
         images = x.permute(0, 2, 3, 1).float() / 255.0
         with torch.no_grad():
-            return self.encoder.forward_layers(alexnet.preprocess(images, arch), [self.target])[  # type: ignore[operator]
-                self.target
-            ]
+            out = self.encoder.forward_layers(  # type: ignore[operator]
+                alexnet.preprocess(images, arch), [self.target]
+            )
+            return out[self.target]
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor) -> torch.Tensor:

@@ -161,8 +161,9 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     Parameters
     ----------
     section : mapping or None
-        ``{<common keys>, <target>: {<overrides>}, ...}``; keys naming a decoder target hold
-        that target's overrides.
+        ``{<common keys>, autoencoder: {...}, <target>: {<overrides>}, ...}``; keys naming a
+        decoder target hold that target's overrides; ``autoencoder`` holds overrides applied
+        when ``mode`` is ``autoencoder`` (before the target's).
     target : str
 
     Returns
@@ -173,6 +174,15 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
     section = dict(section or {})
     overrides = {k: section.pop(k) for k in list(section) if k in decoders.TARGETS}
+    autoencoder = section.pop("autoencoder", None) or {}
+    if not isinstance(autoencoder, Mapping):
+        raise ConfigError("params section 'train.autoencoder' must be a mapping")
+    if section.get("mode") == "autoencoder":  # the autoencoder subsection applies on top
+        section = {**section, **{k: v for k, v in autoencoder.items() if k != "loader"}}
+        if "loader" in autoencoder:
+            section["loader"] = {**dict(section.get("loader") or {}), **autoencoder["loader"]}
+    else:
+        parse(TrainParams, {**section, **dict(autoencoder)}, section="train.autoencoder")
     merged = dict(section)
     own = overrides.get(target) or {}
     if not isinstance(own, Mapping):

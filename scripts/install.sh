@@ -7,12 +7,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # VLFeat (the paper's feature library): parity reference and the `vlfeat` SIFT backend.
-if ! [ -e /usr/include/vl/hog.h ]; then
+# Chromium: renders the HTML report to a PNG (scripts/screenshot_report.sh, its test).
+missing=""
+[ -e /usr/include/vl/hog.h ] || missing="$missing libvlfeat-dev"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q && apt-get install -y -q libvlfeat-dev
+    apt-get update -q && apt-get install -y -q $missing
   else
-    echo "note: libvlfeat-dev missing and not root: VLFeat parity tests will be skipped" >&2
+    echo "note:$missing missing and not root: the tests that need them will be skipped" >&2
   fi
 fi
 

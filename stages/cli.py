@@ -7,6 +7,7 @@ import click
 from stages.common import setup_logging
 from stages.evaluate import evaluate
 from stages.extract import extract
+from stages.figures import figures, report
 from stages.interchange import export, import_
 from stages.prepare import prepare
 from stages.train import train
@@ -25,6 +26,8 @@ def main(verbose: int) -> None:
       extract   image store -> feature store per feature (cache/features/NAME.zarr)
       train     feature store + image store -> decoder (models/TARGET)
       evaluate  decoder -> test reconstructions + errors (metrics/eval/TARGET.json)
+      figures   everything above -> the paper's figures (figures/fig*.png)
+      report    metrics + figures -> report/index.html
 
     Interchange: export (a store -> HDF5), import (HDF5 -> a store).
 
@@ -38,5 +41,7 @@ main.add_command(prepare)
 main.add_command(extract)
 main.add_command(train)
 main.add_command(evaluate)
+main.add_command(figures)
+main.add_command(report)
 main.add_command(export)
 main.add_command(import_)

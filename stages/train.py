@@ -55,6 +55,8 @@ from stages.common import params_option, read_section, reports_errors
 @params_option
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
 @click.option("--steps", type=int, default=None, help="Overrides train.steps.")
+@click.option("--mode", type=click.Choice(["fixed", "autoencoder"]), default=None,
+              help="Overrides train.mode; autoencoder also applies train.autoencoder.")
 @reports_errors
 def train(
     target: str,
@@ -67,6 +69,7 @@ def train(
     params_file: str,
     device: str | None,
     steps: int | None,
+    mode: str | None,
 ) -> None:
     """Train the decoder that inverts TARGET (pixel MSE, Adam; SPEC §5).
 
@@ -78,6 +81,8 @@ def train(
     section = read_section(params_file, "train")
     if device is not None:
         section["device"] = device
+    if mode is not None:
+        section["mode"] = mode
     if steps is not None:
         section["steps"] = steps
     params = parse_train_section(section, target)

@@ -1,0 +1,189 @@
+"""End to end on real photographs: stores -> tiny decoders -> evaluation -> figures -> report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pipeline.evaluation import evaluate, normalised_error
+from pipeline.extract import ExtractParams, extract_store, extract_stores
+from pipeline.features.activations import AlexNetParams
+from pipeline.loader import LoaderParams
+from pipeline.runner import RunnerParams
+from pipeline.store import open_store
+from pipeline.training import TrainParams, train
+from stages.cli import main
+
+TINY = TrainParams(
+    width=0.125,
+    steps=3,
+    batch_size=4,
+    lr=1e-3,
+    checkpoint_every=3,
+    eval_batches=1,
+    loader=LoaderParams(workers=0, block_chunks=2),
+)
+
+
+@pytest.fixture(scope="module")
+def run(image_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    feats, models, recs, metrics = (
+        root / "features",
+        root / "models",
+        root / "recs",
+        root / "metrics",
+    )
+    xp = ExtractParams(chunk_size=8, device="cpu", runner=RunnerParams(workers=2))
+    extract_store("hog", image_store, feats / "hog.zarr", run=xp)
+    layers = ["conv5", "fc6", "fc8"]
+    extract_stores(
+        layers,
+        image_store,
+        {n: feats / "alexnet" / f"{n}.zarr" for n in layers},
+        params=AlexNetParams(weights="random:0"),
+        run=xp,
+    )
+    for target in ["hog", *layers]:
+        fpath = (
+            feats / f"{target}.zarr" if target == "hog" else feats / "alexnet" / f"{target}.zarr"
+        )
+        train(
+            target,
+            images_path=image_store,
+            features_path=fpath,
+            out=models / target,
+            checkpoints=root / "ckpt",
+            params=TINY,
+            progress=False,
+            plots_path=root / "plots" / "train" / f"{target}.csv",
+        )
+        evaluate(
+            models / target / "model.pt",
+            images_path=image_store,
+            features_path=fpath,
+            out=recs / f"{target}.zarr",
+            metrics_path=metrics / "eval" / f"{target}.json",
+        )
+    ae = TrainParams(**{**TINY.__dict__, "mode": "autoencoder", "steps": 1})
+    train(
+        "conv5",
+        images_path=image_store,
+        features_path=None,
+        out=models / "ae_conv5",
+        checkpoints=root / "ckpt",
+        params=ae,
+        progress=False,
+    )
+    evaluate(
+        models / "ae_conv5" / "model.pt",
+        images_path=image_store,
+        features_path=None,
+        out=recs / "ae_conv5.zarr",
+        metrics_path=metrics / "eval" / "ae_conv5.json",
+    )
+    return root
+
+
+def test_normalised_error_definition() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 8, 8, 3))
+    assert normalised_error(x, x) == 0.0
+    # reconstructing every image as another test image costs about one mean distance
+    shifted = np.roll(x, 1, axis=0)
+    d = np.mean([np.linalg.norm(x[i] - x[j]) for i in range(5) for j in range(5) if i != j])
+    expected = np.mean([np.linalg.norm(x[i] - shifted[i]) for i in range(5)]) / d
+    assert normalised_error(x, shifted) == pytest.approx(expected)
+
+
+def test_evaluation_metrics_and_store(run: Path, image_store: Path) -> None:
+    m = json.loads((run / "metrics" / "eval" / "hog.json").read_text())
+    assert m["target"] == "hog" and m["mode"] == "fixed" and m["paper"] == 0.24
+    assert 0 < m["normalised_error"] < 5 and 0 <= m["ssim"] <= 1 and m["images"] == 8
+    store = open_store(run / "recs" / "hog.zarr", kind="reconstructions")
+    assert store.array("reconstructions").shape == (8, 256, 256, 3)
+    images = open_store(image_store).array("images")
+    index = store.array("index")[:]
+    np.testing.assert_array_equal(store.array("targets")[:], images[:][index])
+    fc8 = json.loads((run / "metrics" / "eval" / "fc8.json").read_text())
+    assert fc8["random_weights"] is True
+    assert open_store(run / "recs" / "fc8.zarr").array("reconstructions").shape[1] == 128
+
+
+def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(
+        main,
+        [
+            "figures",
+            "--images",
+            str(image_store),
+            "--features",
+            str(run / "features"),
+            "--models",
+            str(run / "models"),
+            "--reconstructions",
+            str(run / "recs"),
+            "--out",
+            str(tmp_path / "figs"),
+            "--params",
+            str(tmp_path / "none.yaml"),
+        ],
+    )
+    assert r.exit_code == 1 and "does not exist" in r.output  # an explicit params file must exist
+    (tmp_path / "p.yaml").write_text("figures:\n  images: 2\n  neurons: 3\n")
+    r = runner.invoke(
+        main,
+        [
+            "figures",
+            "--images",
+            str(image_store),
+            "--features",
+            str(run / "features"),
+            "--models",
+            str(run / "models"),
+            "--reconstructions",
+            str(run / "recs"),
+            "--out",
+            str(tmp_path / "figs"),
+            "--params",
+            str(tmp_path / "p.yaml"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "figs").glob("fig*.png"))
+    assert names == [
+        "fig1_shallow.png",
+        "fig2_alexnet.png",
+        "fig3_dark_knowledge.png",
+        "fig4_single_neurons.png",
+        "fig5_methods.png",
+        "fig6_interpolation.png",
+        "fig7_interpolation_ae.png",
+        "fig8_random_features.png",
+    ]
+    r = runner.invoke(
+        main,
+        [
+            "report",
+            "--images",
+            str(image_store),
+            "--features",
+            str(run / "features"),
+            "--metrics",
+            str(run / "metrics"),
+            "--figures",
+            str(tmp_path / "figs"),
+            "--out",
+            str(tmp_path / "rep"),
+            "--params",
+            str(tmp_path / "p.yaml"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "RANDOM" in html.upper() and "0.24" in html and "fig2_alexnet" in html
