@@ -18,7 +18,6 @@ its features left zero; it never stops the run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pipeline.store import (
     Store,
     StoreWriter,
     combine_hashes,
+    content_digest,
     identity_of,
     open_store,
     write_shard,
@@ -229,7 +229,7 @@ def _extract_shard(
                     )
     for name, scratch in targets.items():
         out = outs[name]
-        digest = hashlib.sha256(out.tobytes() + ok.tobytes()).hexdigest()
+        digest = content_digest(out, ok)
         write_shard(
             scratch,
             index,

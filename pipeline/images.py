@@ -42,7 +42,14 @@ import numpy as np
 from pipeline.config import as_dict
 from pipeline.errors import ConfigError, ImageSourceError
 from pipeline.runner import RunnerParams, run_shards
-from pipeline.store import ArraySpec, StoreWriter, combine_hashes, identity_of, write_shard
+from pipeline.store import (
+    ArraySpec,
+    StoreWriter,
+    combine_hashes,
+    content_digest,
+    identity_of,
+    write_shard,
+)
 
 __all__ = [
     "SAMPLE_PHOTOS",
@@ -524,7 +531,7 @@ def _prepare_shard(
             skipped.append(
                 {"index": start + k, "id": record.id, "path": record.path, "reason": str(err)}
             )
-    digest = hashlib.sha256(images.tobytes() + valid.tobytes()).hexdigest()
+    digest = content_digest(images, valid)
     write_shard(
         scratch,
         index,
@@ -581,6 +588,7 @@ def prepare(
             params.chunk_size,
             params.shard_size,
             ("sample", "y", "x", "rgb"),
+            codec="lz4",  # 2x faster to read than zstd (every extraction, every epoch)
         ),
         ArraySpec("valid", (n,), "uint8", params.shard_size, params.shard_size, ("sample",)),
         ArraySpec("ids", (n,), "str", n, None, ("sample",)),

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ __all__ = [
     "CheckedArray",
     "Store",
     "StoreWriter",
+    "content_digest",
     "identity_of",
     "open_store",
     "write_shard",
@@ -656,6 +658,20 @@ class StoreWriter:
         if old is not None:
             shutil.rmtree(old)
         return self.out
+
+
+def content_digest(*arrays: np.ndarray) -> str:
+    """A cheap digest of a shard's arrays (crc32 of each; ~4 GB/s, no copy).
+
+    Shard digests only tell whether two runs wrote the same numbers; the store's fingerprint
+    combines them with its identity in a sha256 (:func:`combine_hashes`).
+    """
+    parts = []
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        crc = zlib.crc32(a.data.cast("B"))  # the array's own buffer: no copy
+        parts.append(f"{a.dtype.str}{a.shape}:{crc:08x}")
+    return ";".join(parts)
 
 
 def combine_hashes(parts: Iterator[str] | Sequence[str]) -> str:

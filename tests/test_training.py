@@ -303,3 +303,50 @@ def test_online_hog_equals_the_store(image_store: Path, hog_store: Path, tmp_pat
             params=online,
             progress=False,
         )
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
+    """DistributedDataParallel with the gloo backend: two ranks, rank 0 writes the outputs."""
+    params = {
+        "train": {
+            "width": 0.125,
+            "steps": 4,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "checkpoint_every": 2,
+            "eval_batches": 1,
+            "device": "cpu",
+            "loader": {"workers": 0, "block_chunks": 1},
+        }
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "stages",
+        "train",
+        "hog",
+        "--images",
+        str(image_store),
+        "--features",
+        str(hog_store),
+        "--out",
+        str(tmp_path / "out"),
+        "--checkpoints",
+        str(tmp_path / "ckpt"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 4
+    assert len(list(tmp_path.glob("ckpt/*/step-*.pt"))) == 2
