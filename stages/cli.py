@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from stages.common import setup_logging
+from stages.baseline import baseline
 from stages.evaluate import evaluate
 from stages.extract import extract
 from stages.figures import figures, report
@@ -26,6 +27,7 @@ def main(verbose: int) -> None:
       extract   image store -> feature store per feature (cache/features/NAME.zarr)
       train     feature store + image store -> decoder (models/TARGET)
       evaluate  decoder -> test reconstructions + errors (metrics/eval/TARGET.json)
+      baseline  image store -> optimisation-based inversion [1] (mv_TARGET.zarr)
       figures   everything above -> the paper's figures (figures/fig*.png)
       report    metrics + figures -> report/index.html
 
@@ -41,6 +43,7 @@ main.add_command(prepare)
 main.add_command(extract)
 main.add_command(train)
 main.add_command(evaluate)
+main.add_command(baseline)
 main.add_command(figures)
 main.add_command(report)
 main.add_command(export)

@@ -1,0 +1,54 @@
+"""``invert baseline TARGET``: the optimisation-based inversion of Mahendran & Vedaldi."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.baseline import BaselineParams, run_baseline
+from pipeline.config import parse
+from stages.common import params_option, read_section, reports_errors
+
+
+@click.command()
+@click.argument(
+    "target",
+    type=click.Choice(["hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]),
+)
+@click.option(
+    "--images",
+    "images_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Image store; the first test images are inverted.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Reconstruction store to write (mv_TARGET.zarr).",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Metrics JSON (dvc metrics show).",
+)
+@params_option
+@reports_errors
+def baseline(
+    target: str, images_path: str, out: str, metrics_path: str | None, params_file: str
+) -> None:
+    """Invert TARGET features by gradient descent on the image ([1], SPEC §6).
+
+    Reads the `baseline` section of the params file. Minimises
+    ||Φ(x) − Φ0||²/||Φ0||² + λ_α||x||_α^α + λ_TV·TV(x)^β for HOG and every AlexNet layer
+    (LBP and SIFT are not differentiable). Writes OUT and the metrics JSON.
+    """
+    params = parse(BaselineParams, read_section(params_file, "baseline"), section="baseline")
+    m = run_baseline(
+        target, images_path=images_path, out=out, metrics_path=metrics_path, params=params
+    )
+    click.echo(
+        f"[1] {target}: normalised error {m['normalised_error']:.3f} on {m['images']} test images"
+    )
