@@ -165,6 +165,7 @@ def make_figures(
             if model is not None:
                 random_weights |= load_inverter(model, device="cpu").random_weights
     note = _caption(src, random_weights)
+    shallow_note = _caption(src, False)  # Fig. 1 involves no AlexNet
 
     def add(caption: str, path: Path) -> None:
         made.append((caption, path))
@@ -177,7 +178,7 @@ def make_figures(
         cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
         cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
         names = ", ".join(t.upper() for t in recs)
-        cap = f"Reconstructions from {names} features (test images). {note}"
+        cap = f"Reconstructions from {names} features (test images). {shallow_note}"
         add(
             cap,
             figures.reconstruction_grid(
@@ -365,9 +366,10 @@ def make_report(
             curves[csv.stem] = (data[:, 0], data[:, 1])
     loss = None
     if curves:
+        Path(out).mkdir(parents=True, exist_ok=True)
         path = figures.loss_curves(
             curves,
-            Path(figures_dir) / "loss_curves.png",
+            Path(out) / "loss_curves.png",  # the report's own file: figures/ is another stage's
             caption="Training loss (pixel MSE) per target.",
         )
         loss = ("Training loss (pixel MSE) per target.", path)
