@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from stages.common import setup_logging
 from stages.baseline import baseline
+from stages.common import setup_logging
 from stages.evaluate import evaluate
 from stages.extract import extract
 from stages.figures import figures, report

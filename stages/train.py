@@ -55,8 +55,12 @@ from stages.common import params_option, read_section, reports_errors
 @params_option
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
 @click.option("--steps", type=int, default=None, help="Overrides train.steps.")
-@click.option("--mode", type=click.Choice(["fixed", "autoencoder"]), default=None,
-              help="Overrides train.mode; autoencoder also applies train.autoencoder.")
+@click.option(
+    "--mode",
+    type=click.Choice(["fixed", "autoencoder"]),
+    default=None,
+    help="Overrides train.mode; autoencoder also applies train.autoencoder.",
+)
 @reports_errors
 def train(
     target: str,
