@@ -188,7 +188,7 @@ def bench_activations(store: Path, root: Path, repeat: int) -> list[str]:
         for x in batches:
             activations(x, params, list(LAYERS))
 
-    run = ExtractParams(device="cpu", runner=RunnerParams(workers=1, batch_size=batch))
+    run = ExtractParams(device="cpu", runner=RunnerParams(workers=0, batch_size=batch))
     outs = {name: root / "act" / f"{name}.zarr" for name in LAYERS}
 
     def whole() -> None:

@@ -143,6 +143,21 @@ def _train_features(sources: _Sources, target: str, count: int, seed: int) -> np
     return np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float32)
 
 
+def _encoded_train_features(src: _Sources, inv: Any, count: int, seed: int) -> np.ndarray:
+    """Training features of an autoencoder: a random sample of training images, encoded."""
+    import torch
+
+    idx = usable_indices(src.images, "train")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(idx, size=min(count, len(idx)), replace=False))
+    arr = open_store(src.images).array("images")
+    out = []
+    for i in range(0, len(idx), 32):
+        x = np.stack([arr[int(k) : int(k) + 1][0] for k in idx[i : i + 32]])
+        out.append(inv.encode(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
 def make_figures(
     *,
     images: str | Path,
@@ -319,10 +334,26 @@ def make_figures(
             rows4.append(
                 (f"{layer.upper()} {label}", decode_features(inv, fn(train, p.random_samples, rng)))
             )
+    for layer in ("fc6", "fc7", "fc8"):  # the autoencoders: features from their own encoder
+        model = src.model(f"ae_{layer}")
+        if model is None:
+            continue
+        inv = load_inverter(model, device="cpu")
+        train = _encoded_train_features(src, inv, p.train_features, p.seed)
+        for label, fn in (
+            ("histogram", experiments.histogram_samples),
+            ("trunc. Gaussian", experiments.truncated_gaussian_samples),
+        ):
+            rows4.append(
+                (
+                    f"{layer.upper()} AE {label}",
+                    decode_features(inv, fn(train, p.random_samples, rng)),
+                )
+            )
     if rows4:
         cap = (
             "Images from random feature vectors: per-dimension histograms and truncated "
-            f"Gaussians fitted to training features. {note}"
+            f"Gaussians fitted to training features (fixed AlexNet and autoencoders). {note}"
         )
         add(cap, figures.random_samples(rows4, out / "fig8_random_features.png", caption=cap))
     return made

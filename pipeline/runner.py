@@ -76,13 +76,15 @@ def limit_threads(n: int = 1) -> Iterator[None]:
         cv2.setNumThreads(old_cv)
 
 
-def _in_worker(fn: Callable[..., Any], index: int, kwargs: Mapping[str, Any]) -> Any:
+def _in_worker(
+    fn: Callable[..., Any], index: int, kwargs: Mapping[str, Any], threads: int = 1
+) -> Any:
     import cv2
     import torch
 
-    # one compute thread per worker (harmless where limit_threads already did it)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    # the worker's share of the cores (harmless where limit_threads already did it)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     return fn(index, **kwargs)
 
 
@@ -143,6 +145,10 @@ def run_shards(
 
         from dask.callbacks import Callback
 
+        # each worker gets its share of the cores: 2 workers on 2 cores compute with one
+        # thread each, a single worker (a network on the CPU) with both
+        threads = max(1, (os.cpu_count() or 1) // runner.num_workers)
+
         class _Progress(Callback):
             def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
                 name = key[0] if isinstance(key, tuple) else key
@@ -150,10 +156,12 @@ def run_shards(
                     bar.update(1)
 
         delayed = [
-            dask.delayed(_in_worker, pure=False)(fn, i, dict(tasks[i]), dask_key_name=f"shard-{i}")
+            dask.delayed(_in_worker, pure=False)(
+                fn, i, dict(tasks[i]), threads, dask_key_name=f"shard-{i}"
+            )
             for i in shards
         ]
-        with limit_threads(1), _Progress():
+        with limit_threads(threads), _Progress():
             values = dask.compute(
                 *delayed, scheduler=runner.scheduler, num_workers=runner.num_workers
             )

@@ -121,7 +121,7 @@ def _extractor(layer: str) -> Extractor:
         compute_many=lambda images, p, names, device: activations(images, p, names, device),
         store_dtype=lambda p: p.dtype,
         describe=_describe,
-        codec="zstd",
+        codec="zstd-fast",
     )
 
 

@@ -55,7 +55,7 @@ class Extractor:
     describe : callable
         ``describe(params) -> dict``: provenance beyond the parameters (e.g. the sha256 of a
         weights file, whether the weights are random).
-    codec : {"lz4", "zstd", "raw"}
+    codec : {"lz4", "zstd", "zstd-fast", "raw"}
         Store compression (:class:`pipeline.store.ArraySpec`): lz4 + bit shuffle writes
         dense float features fastest; zstd + byte shuffle packs sparse ReLU activations to
         ~30% of float32.
@@ -74,7 +74,7 @@ class Extractor:
     )
     store_dtype: Callable[[Any], str] = field(default=lambda params: "float32")
     describe: Callable[[Any], dict[str, Any]] = field(default=lambda params: {})
-    codec: Literal["lz4", "zstd", "raw"] = "lz4"
+    codec: Literal["lz4", "zstd", "zstd-fast", "raw"] = "lz4"
 
     @property
     def section(self) -> str:
