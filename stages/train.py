@@ -100,4 +100,5 @@ def train(
         metrics_path=metrics_path,
         plots_path=plots_path,
     )
-    click.echo(f"decoder ready: {result.model_path} (test loss {result.metrics['test_loss']})")
+    if result.metrics.get("rank", 0) == 0:  # under torchrun only rank 0 reports
+        click.echo(f"decoder ready: {result.model_path} (test loss {result.metrics['test_loss']})")
