@@ -60,3 +60,42 @@ def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline").setLevel(level)
+
+
+def runner_options(func: F) -> F:
+    """The options of every shard-writing command: parallelism, scheduler, replace, wait."""
+    options = [
+        click.option("--workers", type=int, default=None,
+                     help="Parallel shard tasks (0: one per core)."),
+        click.option("--scheduler", default=None,
+                     help="threads | processes | a dask.distributed scheduler address "
+                          "(tcp://host:8786)."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an existing store made differently."),
+        click.option("--no-wait", is_flag=True,
+                     help="Fail instead of waiting when another process is writing the same "
+                          "store."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def apply_runner_flags(
+    section: dict[str, Any], name: str, workers: int | None, scheduler: str | None
+) -> str | None:
+    """Put ``--workers`` / ``--scheduler`` into ``section['runner']``; return a cluster address.
+
+    ``--scheduler threads|processes`` picks the local Dask scheduler; anything else is the
+    address of a ``dask.distributed`` scheduler, returned for the runner to connect to.
+    """
+    runner = as_mapping(section.get("runner"), f"{name}.runner")
+    if workers is not None:
+        runner["workers"] = workers
+    address = None
+    if scheduler in ("threads", "processes"):
+        runner["scheduler"] = scheduler
+    elif scheduler:
+        address = scheduler
+    section["runner"] = runner
+    return address

@@ -7,7 +7,13 @@ import click
 from pipeline import features
 from pipeline.errors import ConfigError
 from pipeline.extract import extract_stores, parse_extract_section
-from stages.common import as_mapping, params_option, read_section, reports_errors
+from stages.common import (
+    apply_runner_flags,
+    params_option,
+    read_section,
+    reports_errors,
+    runner_options,
+)
 
 
 @click.command()
@@ -29,18 +35,7 @@ from stages.common import as_mapping, params_option, read_section, reports_error
 @click.option(
     "--device", default=None, help="auto | cpu | cuda (networks; overrides extract.device)."
 )
-@click.option("--workers", type=int, default=None, help="Parallel shard tasks (0: one per core).")
-@click.option(
-    "--scheduler",
-    default=None,
-    help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing store made differently.")
-@click.option(
-    "--no-wait",
-    is_flag=True,
-    help="Fail instead of waiting when another process is writing the same store.",
-)
+@runner_options
 @reports_errors
 def extract(
     feature: tuple[str, ...],
@@ -79,15 +74,7 @@ def extract(
         )
     if device is not None:
         section["device"] = device
-    address = None
-    runner = as_mapping(section.get("runner"), "extract.runner")
-    if workers is not None:
-        runner["workers"] = workers
-    if scheduler in ("threads", "processes"):
-        runner["scheduler"] = scheduler
-    elif scheduler:
-        address = scheduler
-    section["runner"] = runner
+    address = apply_runner_flags(section, "extract", workers, scheduler)
     run, params = parse_extract_section(section, names[0])
     if not names:
         raise ConfigError("no layers to extract: extract.alexnet.layers is empty")

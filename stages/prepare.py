@@ -7,7 +7,13 @@ import click
 from pipeline.config import parse
 from pipeline.images import PrepareParams
 from pipeline.images import prepare as prepare_store
-from stages.common import as_mapping, params_option, read_section, reports_errors
+from stages.common import (
+    apply_runner_flags,
+    params_option,
+    read_section,
+    reports_errors,
+    runner_options,
+)
 
 
 @click.command()
@@ -37,18 +43,7 @@ from stages.common import as_mapping, params_option, read_section, reports_error
     default=False,
     help="Stop at the first unusable file instead of skipping and listing it.",
 )
-@click.option("--workers", type=int, default=None, help="Parallel decode tasks (0: one per core).")
-@click.option(
-    "--scheduler",
-    default=None,
-    help="threads | processes | a dask.distributed scheduler address (tcp://host:8786).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing store made differently.")
-@click.option(
-    "--no-wait",
-    is_flag=True,
-    help="Fail instead of waiting when another process is writing the same store.",
-)
+@runner_options
 @reports_errors
 def prepare(
     source: str,
@@ -72,15 +67,7 @@ def prepare(
         section["limit"] = limit
     if strict:
         section["strict"] = True
-    address = None
-    runner = as_mapping(section.get("runner"), "prepare.runner")
-    if workers is not None:
-        runner["workers"] = workers
-    if scheduler in ("threads", "processes"):
-        runner["scheduler"] = scheduler
-    elif scheduler:
-        address = scheduler
-    section["runner"] = runner
+    address = apply_runner_flags(section, "prepare", workers, scheduler)
     params = parse(PrepareParams, section, section="prepare")
     path = prepare_store(
         source, out, params, overwrite=overwrite, wait=not no_wait, scheduler_address=address
