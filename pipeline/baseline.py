@@ -14,7 +14,6 @@ CVPR 2015.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ import torch
 
 from pipeline import alexnet
 from pipeline.errors import ConfigError
-from pipeline.evaluation import error_metrics, normalised_error
+from pipeline.evaluation import error_metrics, normalised_error, write_reconstructions
 from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
-from pipeline.store import ArraySpec, StoreWriter, identity_of, open_store, write_shard
+from pipeline.store import open_store
 from pipeline.training import PIXEL_OFFSET, resolve_device, target_images
 
 __all__ = ["BaselineParams", "run_baseline"]
@@ -96,17 +95,10 @@ def run_baseline(
     rec_np = np.clip(np.transpose(rec, (0, 2, 3, 1)) + PIXEL_OFFSET, 0, 1)
     tgt_np = ref_np[: len(chosen)]
     metrics = {"target": target, "mode": "optimisation [1]", **error_metrics(tgt_np, rec_np)}
-    # the decoders' denominator: mean distance between all test images
-    flat = ref_np.reshape(len(ref_np), -1).astype(np.float64)
-    sq = (flat**2).sum(1)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * flat @ flat.T, 0))
-    denom = d[~np.eye(len(flat), dtype=bool)].mean()
-    num = np.linalg.norm((tgt_np - rec_np).reshape(len(tgt_np), -1), axis=1).mean()
-    metrics["normalised_error"] = float(num / denom)
+    # the decoders' denominator: the mean distance between all test images
+    metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
     metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
     metrics["random_weights"] = target != "hog" and alexnet.is_random_weights(params.weights)
-    n, s = rec_np.shape[0], rec_np.shape[1]
-    to8 = lambda a: (a * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
     provenance = {
         "kind": "reconstructions",
         "stage": "baseline",
@@ -115,31 +107,19 @@ def run_baseline(
             "images": params.images,
             "arch": params.arch,
             "weights": params.weights,
-            "inversion": {k: v for k, v in params.inversion.__dict__.items()},
+            "inversion": dict(params.inversion.__dict__),
         },
         "input_fingerprint": store.fingerprint,
         "dims": ["sample", "y", "x", "rgb"],
     }
-    arrays = [
-        ArraySpec("reconstructions", (n, s, s, 3), "uint8", n, n, ("sample", "y", "x", "rgb")),
-        ArraySpec("targets", (n, s, s, 3), "uint8", n, n, ("sample", "y", "x", "rgb")),
-        ArraySpec("index", (n,), "int64", n, n, ("sample",)),
-    ]
-    with StoreWriter(out, provenance, arrays, overwrite=True) as writer:
-        if not writer.up_to_date:
-            write_shard(
-                writer.scratch,
-                0,
-                {
-                    "reconstructions": to8(rec_np),
-                    "targets": to8(tgt_np),
-                    "index": chosen.astype(np.int64),
-                },
-                {},
-            )
-            writer.finalize(fingerprint=identity_of(provenance), attrs={"metrics": metrics})
-    if metrics_path is not None:
-        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_reconstructions(
+        out,
+        provenance,
+        reconstructions=rec_np,
+        targets=tgt_np,
+        index=chosen,
+        metrics=metrics,
+        metrics_path=metrics_path,
+    )
     log.info("[1] on %s: normalised error %.3f", target, metrics["normalised_error"])
     return metrics

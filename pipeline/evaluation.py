@@ -26,7 +26,14 @@ import torch
 from pipeline import alexnet
 from pipeline.errors import IncompatibleStoreError
 from pipeline.loader import usable_indices
-from pipeline.store import ArraySpec, StoreWriter, identity_of, open_store
+from pipeline.store import (
+    ArraySpec,
+    StoreWriter,
+    content_digest,
+    identity_of,
+    open_store,
+    write_shard,
+)
 from pipeline.training import (
     PIXEL_OFFSET,
     load_decoder,
@@ -45,6 +52,7 @@ __all__ = [
     "load_inverter",
     "normalised_error",
     "test_batches",
+    "write_reconstructions",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,28 +82,89 @@ class EvalParams:
     device: str = "auto"
 
 
-def normalised_error(x: np.ndarray, x_hat: np.ndarray) -> float:
+def normalised_error(
+    x: np.ndarray, x_hat: np.ndarray, reference: np.ndarray | None = None
+) -> float:
     """The paper's normalised reconstruction error.
 
     Parameters
     ----------
     x, x_hat : (N, ...) ndarray
-        Originals and reconstructions, N >= 2, same scale.
+        Originals and reconstructions, same scale.
+    reference : (M, ...) ndarray, optional
+        The images whose mean pairwise distance is the denominator (default ``x``; the
+        optimisation baseline inverts a subset of the test split but divides by the whole
+        split's distance, like the decoders).
 
     Returns
     -------
     float
-        ``mean_i ||x_i - x̂_i|| / mean_{i != j} ||x_i - x_j||``.
+        ``mean_i ||x_i - x̂_i|| / mean_{i != j} ||r_i - r_j||``.
     """
     x = x.reshape(len(x), -1).astype(np.float64)
     x_hat = x_hat.reshape(len(x_hat), -1).astype(np.float64)
-    if len(x) < 2:
-        raise ValueError("the normalised error needs at least two test images")
+    r = x if reference is None else reference.reshape(len(reference), -1).astype(np.float64)
+    if len(r) < 2:
+        raise ValueError("the normalised error needs at least two reference images")
     num = np.linalg.norm(x - x_hat, axis=1).mean()
-    sq = (x**2).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
-    off = ~np.eye(len(x), dtype=bool)
+    sq = (r**2).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * r @ r.T, 0.0)
+    off = ~np.eye(len(r), dtype=bool)
     return float(num / np.sqrt(d2[off]).mean())
+
+
+def write_reconstructions(
+    out: str | Path,
+    provenance: dict[str, Any],
+    *,
+    reconstructions: np.ndarray,
+    targets: np.ndarray,
+    index: np.ndarray,
+    metrics: dict[str, Any],
+    metrics_path: str | Path | None,
+) -> Path:
+    """Write a reconstruction store and the metrics JSON (``evaluate`` and ``baseline``).
+
+    Parameters
+    ----------
+    out : str or Path
+    provenance : dict
+        What made the reconstructions (kind ``reconstructions``).
+    reconstructions, targets : (M, S, S, 3) ndarray of float in [0, 1]
+        Stored as uint8.
+    index : (M,) ndarray of int
+        The samples' positions in the image store.
+    metrics : dict
+        Kept in the store's attrs and written to ``metrics_path``.
+    metrics_path : str or Path or None
+    """
+    rec8 = (reconstructions * 255.0 + 0.5).astype(np.uint8)
+    tgt8 = (targets * 255.0 + 0.5).astype(np.uint8)
+    n, s = rec8.shape[0], rec8.shape[1]
+    dims = ("sample", "y", "x", "rgb")
+    chunk = min(16, n)
+    arrays = [
+        ArraySpec("reconstructions", (n, s, s, 3), "uint8", chunk, n, dims),
+        ArraySpec("targets", (n, s, s, 3), "uint8", chunk, n, dims),
+        ArraySpec("index", (n,), "int64", n, n, ("sample",)),
+    ]
+    with StoreWriter(out, provenance, arrays, overwrite=True) as writer:
+        if not writer.up_to_date:
+            data: dict[str, np.ndarray] = {
+                "reconstructions": rec8,
+                "targets": tgt8,
+                "index": index.astype(np.int64),
+            }
+            write_shard(writer.scratch, 0, data, {})
+            content = content_digest(rec8, tgt8)
+            writer.finalize(
+                fingerprint=identity_of({"content": content, "id": writer.identity}),
+                attrs={"metrics": metrics},
+            )
+    if metrics_path is not None:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    return Path(out)
 
 
 def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
@@ -269,7 +338,6 @@ def evaluate(
         "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
         "random_weights": inv.random_weights,
     }
-    n, s = rec.shape[0], rec.shape[1]
     images = open_store(images_path, kind="images")
     provenance = {
         "kind": "reconstructions",
@@ -280,30 +348,14 @@ def evaluate(
         "input_fingerprint": images.fingerprint,
         "dims": ["sample", "y", "x", "rgb"],
     }
-    arrays = [
-        ArraySpec(
-            "reconstructions", (n, s, s, 3), "uint8", min(16, n), n, ("sample", "y", "x", "rgb")
-        ),
-        ArraySpec("targets", (n, s, s, 3), "uint8", min(16, n), n, ("sample", "y", "x", "rgb")),
-        ArraySpec("index", (n,), "int64", n, n, ("sample",)),
-    ]
-    to8 = lambda a: (a * 255.0 + 0.5).astype(np.uint8)  # noqa: E731
-    from pipeline.store import write_shard
-
-    with StoreWriter(out, provenance, arrays, overwrite=True) as writer:
-        if not writer.up_to_date:
-            write_shard(
-                writer.scratch,
-                0,
-                {"reconstructions": to8(rec), "targets": to8(tgt), "index": ind.astype(np.int64)},
-                {},
-            )
-            writer.finalize(
-                fingerprint=identity_of({"r": to8(rec).tobytes().hex()[:0], "p": provenance}),
-                attrs={"metrics": metrics},
-            )
-    if metrics_path is not None:
-        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_reconstructions(
+        out,
+        provenance,
+        reconstructions=rec,
+        targets=tgt,
+        index=ind,
+        metrics=metrics,
+        metrics_path=metrics_path,
+    )
     log.info("%s (%s): normalised error %.3f", inv.target, inv.mode, metrics["normalised_error"])
     return metrics

@@ -98,6 +98,9 @@ def test_normalised_error_definition() -> None:
     d = np.mean([np.linalg.norm(x[i] - x[j]) for i in range(5) for j in range(5) if i != j])
     expected = np.mean([np.linalg.norm(x[i] - shifted[i]) for i in range(5)]) / d
     assert normalised_error(x, shifted) == pytest.approx(expected)
+    # a subset divided by the whole set's mean distance (the baseline's convention)
+    sub = np.mean([np.linalg.norm(x[i] - shifted[i]) for i in range(2)]) / d
+    assert normalised_error(x[:2], shifted[:2], reference=x) == pytest.approx(sub)
 
 
 def test_evaluation_metrics_and_store(run: Path, image_store: Path) -> None:
