@@ -191,10 +191,9 @@ def _extract_shard(
     store = open_store(images_path, kind="images")
     images = store.array("images")[start:stop]
     valid = store.array("valid")[start:stop].astype(bool)
-    ids = store.array("ids")[start:stop]
     n, h, w = images.shape[:3]
     outs = {
-        name: np.zeros((n, *e.output_shape(p, h, w)), e.store_dtype(p)) for name, e in exts.items()
+        name: np.empty((n, *e.output_shape(p, h, w)), e.store_dtype(p)) for name, e in exts.items()
     }
     ok = valid.copy()
     failures: list[dict[str, Any]] = []
@@ -205,28 +204,38 @@ def _extract_shard(
             return first.compute_many(batch, p, names, device)
         return {names[0]: first.compute(batch, p)}
 
+    def fail(k: int, err: Exception) -> None:  # recorded per image in the store's attrs
+        ok[k] = False
+        for name in names:
+            outs[name][k] = 0
+        ids = store.array("ids")  # read only when needed (a whole-store array)
+        failures.append(
+            {
+                "index": int(start + k),
+                "id": str(ids[start + k : start + k + 1][0]),
+                "error": f"{type(err).__name__}: {err}",
+            }
+        )
+
+    for name in names:
+        outs[name][~valid] = 0  # skipped images
     todo = np.flatnonzero(valid)
     for b in range(0, len(todo), batch_size):
         idx = todo[b : b + batch_size]
+        # a run of consecutive images is a slice (a view), not a gathered copy
+        sel: slice | np.ndarray = (
+            slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] == len(idx) - 1 else idx
+        )
         try:
-            for name, value in compute(images[idx]).items():
-                outs[name][idx] = value
+            for name, value in compute(images[sel]).items():
+                outs[name][sel] = value
         except Exception:  # isolate the failing image(s) below, then record them
             for k in idx:
                 try:
                     for name, value in compute(images[k : k + 1]).items():
                         outs[name][k] = value[0]
-                except Exception as err:  # recorded per image in the store's attrs
-                    ok[k] = False
-                    for name in names:
-                        outs[name][k] = 0
-                    failures.append(
-                        {
-                            "index": int(start + k),
-                            "id": str(ids[k]),
-                            "error": f"{type(err).__name__}: {err}",
-                        }
-                    )
+                except Exception as err:
+                    fail(int(k), err)
     for name, scratch in targets.items():
         out = outs[name]
         digest = content_digest(out, ok)

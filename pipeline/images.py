@@ -588,7 +588,9 @@ def prepare(
             params.chunk_size,
             params.shard_size,
             ("sample", "y", "x", "rgb"),
-            codec="lz4",  # 2x faster to read than zstd (every extraction, every epoch)
+            # photographs: lz4 packs them to only 94% (zstd 78%, at 4x lz4's read time);
+            # raw chunks are read as views of the mapped file (every extraction, every epoch)
+            codec="raw",
         ),
         ArraySpec("valid", (n,), "uint8", params.shard_size, params.shard_size, ("sample",)),
         ArraySpec("ids", (n,), "str", n, None, ("sample",)),

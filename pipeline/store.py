@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import errno
 import fcntl
 import hashlib
@@ -34,7 +35,6 @@ import logging
 import os
 import shutil
 import uuid
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline import __version__
 from pipeline.errors import CorruptStoreError, IncompatibleStoreError, StoreBusyError, StoreError
+from pipeline.shards import ShardLayout, ShardReader, crc32c_of, write_shard_file
 
 __all__ = [
     "STORE_FORMAT",
@@ -171,56 +172,121 @@ class ArraySpec:
         return array
 
 
+def _sample_slice(selection: Any, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(start, stop)`` when ``selection`` takes whole samples ``start:stop``, else None."""
+    if selection is Ellipsis:
+        return 0, shape[0]
+    if isinstance(selection, tuple):
+        if not selection or any(not (isinstance(s, slice) and s == slice(None)) for s in selection[1:]):
+            return None
+        selection = selection[0]
+    if not isinstance(selection, slice) or selection.step not in (None, 1):
+        return None
+    start, stop, _ = selection.indices(shape[0])
+    return start, max(start, stop)
+
+
 class CheckedArray:
     """A read-only view of a store array that turns checksum failures into clear errors.
 
     Indexing reads like a zarr array. A chunk whose bytes no longer match their crc32c
-    raises :class:`CorruptStoreError` naming the store, the array and the chunk.
+    raises :class:`CorruptStoreError` naming the store, the array and the chunk. Sharded
+    numeric arrays (every per-sample array of a store) are read by
+    :class:`pipeline.shards.ShardReader` without zarr's front end; zarr opens the array only
+    for anything else.
+
+    Parameters
+    ----------
+    store_path : Path
+        The store folder.
+    name : str
+        The array's name in the store.
     """
 
-    def __init__(self, array: zarr.Array, store_path: Path) -> None:
-        self._array = array
+    def __init__(self, store_path: Path, name: str) -> None:
         self._store_path = store_path
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self._array.shape)
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return (
-            np.dtype(self._array.dtype) if not isinstance(self._array.dtype, str) else np.dtype(str)
-        )
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        return tuple(self._array.chunks)
-
-    @property
-    def shards(self) -> tuple[int, ...] | None:
-        return None if self._array.shards is None else tuple(self._array.shards)
-
-    @property
-    def attrs(self) -> Mapping[str, Any]:
-        return self._array.attrs
+        self._name = name
+        layout = ShardLayout.load(store_path / name)
+        where = f"store {str(store_path)!r}, array {name!r}"
+        self._reader = None if layout is None else ShardReader(layout, where)
+        self._zarr: zarr.Array | None = None
 
     @property
     def zarr_array(self) -> zarr.Array:
         """The underlying zarr array (no checksum translation)."""
-        return self._array
+        if self._zarr is None:
+            self._zarr = zarr.open_array(self._store_path / self._name, mode="r")
+        return self._zarr
+
+    def read_chunk(self, c: int) -> np.ndarray:
+        """Inner chunk ``c`` along the sample axis, trimmed to the array, checksum-verified.
+
+        Parameters
+        ----------
+        c : int
+            Chunk number (samples ``c * chunks[0]`` up to the next chunk).
+
+        Returns
+        -------
+        ndarray
+            Read-only; for an uncompressed chunk a view of the mapped shard file (no copy).
+        """
+        step = self.chunks[0]
+        start, stop = c * step, min((c + 1) * step, self.shape[0])
+        if self._reader is None:
+            return self[start:stop]
+        part = self._reader.chunk(c)
+        if part is None:
+            return np.zeros((stop - start, *self.shape[1:]), self.dtype)
+        return part[: stop - start]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self._reader is not None:
+            return self._reader.layout.shape
+        return tuple(self.zarr_array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        if self._reader is not None:
+            return self._reader.layout.dtype
+        dtype = self.zarr_array.dtype
+        return np.dtype(dtype) if not isinstance(dtype, str) else np.dtype(str)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        if self._reader is not None:
+            return self._reader.layout.chunk_shape
+        return tuple(self.zarr_array.chunks)
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        if self._reader is not None:
+            lay = self._reader.layout
+            return (lay.shard, *lay.shape[1:])
+        shards = self.zarr_array.shards
+        return None if shards is None else tuple(shards)
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return self.zarr_array.attrs
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, selection: Any) -> np.ndarray:
+        if self._reader is not None:
+            rows = _sample_slice(selection, self.shape)
+            if rows is not None:
+                return self._reader.read(*rows)
         try:
-            return np.asarray(self._array[selection])
+            return np.asarray(self.zarr_array[selection])
         except (ValueError, RuntimeError) as err:
             bad = self._find_bad_chunk(selection)
             if bad is None:
                 raise
             raise CorruptStoreError(
-                f"store {str(self._store_path)!r}, array {self._array.basename!r}: chunk "
+                f"store {str(self._store_path)!r}, array {self._name!r}: chunk "
                 f"{bad} (samples {bad[0] * self.chunks[0]}..{(bad[0] + 1) * self.chunks[0] - 1}) "
                 f"fails its checksum ({err}); the file changed after it was written — "
                 f"recompute the store (delete it and rerun its stage, e.g. `dvc repro -f`)"
@@ -238,7 +304,7 @@ class CheckedArray:
             start, stop = 0, n
         for c in range(start // step, (max(stop, start + 1) - 1) // step + 1):
             try:
-                self._array[c * step : min((c + 1) * step, n)]
+                self.zarr_array[c * step : min((c + 1) * step, n)]
             except (ValueError, RuntimeError):
                 return (c,) + (0,) * (len(self.shape) - 1)
         return None
@@ -257,7 +323,11 @@ class Store:
 
     path: Path
     attrs: dict[str, Any]
-    group: zarr.Group = field(repr=False)
+
+    @functools.cached_property
+    def group(self) -> zarr.Group:
+        """The zarr group (opened on first use; the arrays do not need it)."""
+        return zarr.open_group(self.path, mode="r")
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -272,12 +342,10 @@ class Store:
 
     def array(self, name: str) -> CheckedArray:
         """One array of the store, read-checked (see :class:`CheckedArray`)."""
-        if name not in self.group:
+        if "/" in name or not (self.path / name / "zarr.json").is_file():
             have = ", ".join(sorted(self.group.array_keys()))
             raise StoreError(f"store {str(self.path)!r} has no array {name!r} (it has: {have})")
-        node = self.group[name]
-        assert isinstance(node, zarr.Array)
-        return CheckedArray(node, self.path)
+        return CheckedArray(self.path, name)
 
 
 def _read_attrs(path: Path) -> dict[str, Any] | None:
@@ -368,8 +436,7 @@ def open_store(
                 + "\nrecompute it with the current parameters (`dvc repro`, or rerun the stage "
                 "with --overwrite) or point to a store made with these parameters"
             )
-    group = zarr.open_group(path, mode="r")
-    return Store(path=path, attrs=attrs, group=group)
+    return Store(path=path, attrs=attrs)
 
 
 def write_shard(
@@ -396,6 +463,10 @@ def write_shard(
     scratch = Path(scratch)
     try:
         for name, data in arrays.items():
+            layout = ShardLayout.load(scratch / name)
+            if layout is not None:  # the stores' own layout: encode and write directly
+                write_shard_file(layout, index, np.asarray(data), tmp_dir=scratch / _SHARDS_DIR)
+                continue
             array = zarr.open_array(scratch / name, mode="r+")
             shard = array.shards[0] if array.shards else array.chunks[0]
             start = index * shard
@@ -665,15 +736,14 @@ class StoreWriter:
 
 
 def content_digest(*arrays: np.ndarray) -> str:
-    """A cheap digest of a shard's arrays (crc32 of each; ~4 GB/s, no copy).
+    """A cheap digest of a shard's arrays (crc32c of each; ~25 GB/s, no copy).
 
     Shard digests only tell whether two runs wrote the same numbers; the store's fingerprint
     combines them with its identity in a sha256 (:func:`combine_hashes`).
     """
     parts = []
     for a in arrays:
-        a = np.ascontiguousarray(a)
-        crc = zlib.crc32(a.data.cast("B"))  # the array's own buffer: no copy
+        crc = crc32c_of(np.ascontiguousarray(a))  # the array's own buffer: no copy
         parts.append(f"{a.dtype.str}{a.shape}:{crc:08x}")
     return ";".join(parts)
 
