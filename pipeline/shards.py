@@ -290,8 +290,9 @@ class ShardReader:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:
             return None  # never written: every chunk is the fill value
-        except ValueError:  # an empty file cannot be mapped
-            raise self._corrupt(shard * self.layout.chunks_per_shard, "has an empty shard file")
+        except ValueError as err:  # an empty file cannot be mapped
+            first = shard * self.layout.chunks_per_shard
+            raise self._corrupt(first, "has an empty shard file") from err
         cps = self.layout.chunks_per_shard
         size = cps * 16 + _CRC
         first = shard * cps

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import functools
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -36,7 +36,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +177,8 @@ def _sample_slice(selection: Any, shape: tuple[int, ...]) -> tuple[int, int] | N
     if selection is Ellipsis:
         return 0, shape[0]
     if isinstance(selection, tuple):
-        if not selection or any(not (isinstance(s, slice) and s == slice(None)) for s in selection[1:]):
+        whole = (isinstance(s, slice) and s == slice(None) for s in selection[1:])
+        if not selection or not all(whole):
             return None
         selection = selection[0]
     if not isinstance(selection, slice) or selection.step not in (None, 1):
