@@ -253,13 +253,16 @@ def bench_loader(root: Path, store: Path, repeat: int) -> list[str]:
 
     fm = np.load(root / "f.npy", mmap_mode="r")
     xm = np.load(root / "x.npy", mmap_mode="r")
-    order = np.random.default_rng(0).permutation(len(fm))
 
-    def from_memmap() -> None:  # the same block-shuffled access, no decompression
-        for k in range(nb):
-            idx = np.sort(order[(k * batch) % len(fm) :][:batch])
-            torch.from_numpy(np.ascontiguousarray(fm[idx]))
-            torch.from_numpy(np.ascontiguousarray(xm[idx]))
+    def from_memmap() -> None:  # the stream's own batches, gathered from the memmaps
+        blocks = stream._samples(0, 1, 0)
+        pending: list[int] = []
+        for _ in range(nb):
+            while len(pending) < batch:
+                pending += next(blocks)[1].tolist()
+            rows = np.sort(pending[:batch])  # the stream orders a batch by sample index
+            del pending[:batch]
+            StoreStream._batch(xm[rows], fm[rows])  # one gather copy each, as the stream
 
     t_store = best_of(repeat, from_store)
     t_mm = best_of(repeat, from_memmap)

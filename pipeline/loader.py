@@ -173,17 +173,6 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             yield chunks, idx[perm][skip:]
             skip = 0
 
-    def _read_block(self, array: CheckedArray, chunks: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """``array[idx]`` for indices inside ``chunks``: each chunk read once, one gather copy."""
-        out = np.empty((len(idx), *array.shape[1:]), array.dtype)
-        c_of = idx // self.chunk
-        for c in chunks:
-            sel = np.flatnonzero(c_of == c)
-            if len(sel):
-                part = array[c * self.chunk : min((c + 1) * self.chunk, self.num_samples)]
-                out[sel] = part[idx[sel] - c * self.chunk]
-        return out
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -200,32 +189,49 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.features_path is not None:
             farr = open_store(self.features_path).array("features")
         b = self.batch_size
-        carry_x: np.ndarray | None = None  # the tail of the previous block, < b samples
-        carry_f: np.ndarray | None = None
+        pending = np.empty(0, np.int64)  # samples of the previous block not yet batched
+        views: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # verified chunks
         for chunks, idx in self._samples(stream, streams, mine_done * b):
             if len(idx) == 0:
                 continue
-            xs = self._read_block(images, chunks, idx)
-            fs = None if farr is None else self._read_block(farr, chunks, idx)
-            start = 0
-            if carry_x is not None:  # complete the carried batch with this block's head
-                need = b - len(carry_x)
-                if len(xs) < need:
-                    carry_x = np.concatenate([carry_x, xs])
-                    carry_f = None if fs is None else np.concatenate([carry_f, fs])
-                    continue
-                x0 = np.concatenate([carry_x, xs[:need]])
-                f0 = None if fs is None else np.concatenate([carry_f, fs[:need]])
-                yield self._batch(x0, f0)
-                start, carry_x, carry_f = need, None, None
-            while start + b <= len(xs):  # whole batches are views of the block: no copy
-                yield self._batch(
-                    xs[start : start + b], None if fs is None else fs[start : start + b]
+            keep = {int(c) for c in np.unique(pending // self.chunk)}
+            views = {c: v for c, v in views.items() if c in keep}
+            for c in chunks.tolist():  # each chunk read and checksum-verified once
+                views[c] = (
+                    images.read_chunk(c),
+                    None if farr is None else farr.read_chunk(c),
                 )
-                start += b
-            if start < len(xs):
-                carry_x = xs[start:].copy()
-                carry_f = None if fs is None else fs[start:].copy()
+            pending = np.concatenate([pending, idx])
+            while len(pending) >= b:
+                yield self._gather(pending[:b], views, images, farr)
+                pending = pending[b:]
+
+    def _gather(
+        self,
+        rows: np.ndarray,
+        views: dict[int, tuple[np.ndarray, np.ndarray | None]],
+        images: CheckedArray,
+        farr: CheckedArray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch gathered from the verified chunks of its block(s).
+
+        The batch's samples are taken in sample order (which samples make a batch is
+        random; their order inside it does not matter to a mean loss), so each chunk's
+        share is one run of the batch: one gather per chunk, not one copy per sample.
+        """
+        rows = np.sort(rows)
+        x = np.empty((len(rows), *images.shape[1:]), images.dtype)
+        f = None if farr is None else np.empty((len(rows), *farr.shape[1:]), farr.dtype)
+        chunk_of = rows // self.chunk
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(rows)]])
+        for i, j in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            c = int(chunk_of[i])
+            local = rows[i:j] - c * self.chunk
+            xv, fv = views[c]
+            x[i:j] = xv[local]  # a small gathered temporary (in cache), then one copy
+            if f is not None and fv is not None:
+                f[i:j] = fv[local]
+        return self._batch(x, f)
 
     @staticmethod
     def _batch(img: np.ndarray, f: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,8 +18,9 @@ import yaml
 from pipeline.errors import ConfigError, IncompatibleStoreError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import prepare
-from pipeline.loader import LoaderParams, StoreStream, make_loader
+from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
 from pipeline.runner import RunnerParams
+from pipeline.store import open_store
 from pipeline.training import (
     CheckpointError,
     TrainParams,
@@ -350,3 +351,27 @@ def test_torchrun_two_processes_on_cpu(image_store: Path, hog_store: Path, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "m.json").read_text())["steps"] == 4
     assert len(list(tmp_path.glob("ckpt/*/step-*.pt"))) == 2
+
+
+def test_loader_epoch_pairs_every_sample_with_its_own_features(
+    image_store: Path, hog_store: Path
+) -> None:
+    """One epoch: each usable train sample exactly once, its features beside its image."""
+    images = open_store(image_store).array("images")[:]
+    feats = open_store(hog_store).array("features")[:]
+    usable = usable_indices(hog_store, "train")
+    by_image = {images[i].tobytes(): i for i in usable}
+    assert len(by_image) == len(usable)  # the photographs' crops are all different
+    stream = StoreStream(
+        image_store, hog_store, batch_size=4, params=LoaderParams(workers=0, block_chunks=2)
+    )
+    seen: list[int] = []
+    for f, x in stream:
+        for k in range(len(x)):
+            i = by_image[x[k].permute(1, 2, 0).numpy().tobytes()]
+            np.testing.assert_array_equal(f[k].numpy(), feats[i])
+            seen.append(i)
+        if len(seen) >= len(usable) - len(usable) % 4:
+            break
+    assert len(set(seen)) == len(seen)  # no sample twice within the epoch
+    assert set(seen) <= set(usable.tolist())
