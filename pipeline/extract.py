@@ -414,7 +414,7 @@ def extract_stores(
             for f in failures[:20]:
                 log.warning("extract %s failed on %s: %s", name, f["id"], f["error"])
             for key in ("ids", "labels", "split"):
-                writer.write_small(key, images.array(key)[:])
+                writer.copy_small(key, images)
             content = combine_hashes([m["hash"] for m in meta])
             ext = exts[name]
             attrs = {

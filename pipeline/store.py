@@ -113,10 +113,12 @@ class ArraySpec:
         whole by the coordinating process (small per-sample arrays: ids, labels).
     dims : tuple of str
         Dimension names, one per axis.
-    codec : {"zstd", "zstd-fast", "lz4", "raw"}
+    codec : {"zstd", "zstd-fast", "lz4", "lz4-shuffle", "raw"}
         Blosc-zstd with byte shuffle (level 3, or 1 for ``zstd-fast``: sparse activations),
-        Blosc-lz4 with bit shuffle (~3x faster to write, ratio within a few % on
-        float features), or no compression. Every chunk also carries a crc32c checksum.
+        Blosc-lz4 with bit shuffle (mostly-empty float maps: SIFT) or with byte shuffle
+        (``lz4-shuffle``: float16 CONV1–CONV4 activations, 3x faster to write than
+        ``zstd-fast`` for 35% instead of 30% of float32), or no compression (``raw``: dense
+        features, photographs). Every chunk also carries a crc32c checksum.
     """
 
     name: str
@@ -125,7 +127,7 @@ class ArraySpec:
     chunk: int
     shard: int | None
     dims: tuple[str, ...]
-    codec: Literal["zstd", "zstd-fast", "lz4", "raw"] = "zstd"
+    codec: Literal["zstd", "zstd-fast", "lz4", "lz4-shuffle", "raw"] = "zstd"
 
     def __post_init__(self) -> None:
         if len(self.dims) != len(self.shape):
@@ -145,7 +147,12 @@ class ArraySpec:
             chunks = (self.chunk, *self.shape[1:])
         if np.dtype(self.dtype).kind in "OUT":
             array = group.create_array(
-                self.name, shape=self.shape, dtype=str, chunks=chunks, overwrite=True
+                self.name,
+                shape=self.shape,
+                dtype=str,
+                chunks=chunks,
+                overwrite=True,
+                attributes={"dims": list(self.dims)},
             )
         else:
             itemsize = np.dtype(self.dtype).itemsize
@@ -155,8 +162,10 @@ class ArraySpec:
                 shuffle = "shuffle" if itemsize > 1 else "noshuffle"
                 level = ZSTD_LEVEL if self.codec == "zstd" else ZSTD_FAST_LEVEL
                 compressors.insert(0, BloscCodec(cname="zstd", clevel=level, shuffle=shuffle))
-            elif self.codec == "lz4":
-                shuffle = "bitshuffle" if itemsize > 1 else "noshuffle"
+            elif self.codec in ("lz4", "lz4-shuffle"):
+                shuffle = "noshuffle" if itemsize == 1 else "bitshuffle"
+                if self.codec == "lz4-shuffle" and itemsize > 1:
+                    shuffle = "shuffle"
                 compressors.insert(0, BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle=shuffle))
             array = group.create_array(
                 self.name,
@@ -167,8 +176,8 @@ class ArraySpec:
                 compressors=compressors,
                 fill_value=0,
                 overwrite=True,
+                attributes={"dims": list(self.dims)},
             )
-        array.attrs["dims"] = list(self.dims)
         return array
 
 
@@ -692,6 +701,23 @@ class StoreWriter:
         """Write an unsharded array (ids, labels) whole, from the coordinating process."""
         array = zarr.open_array(self.scratch / name, mode="r+")
         array[...] = data
+
+    def copy_small(self, name: str, source: Store) -> None:
+        """Array ``name`` of ``source`` (e.g. the input's ids), copied file by file.
+
+        Falls back to reading and writing it when the two arrays are laid out differently.
+        """
+        src, dst = source.path / name, self.scratch / name
+        same = (src / "zarr.json").is_file() and json.loads(
+            (src / "zarr.json").read_text()
+        ) == json.loads((dst / "zarr.json").read_text())
+        if not same:
+            self.write_small(name, source.array(name)[:])
+            return
+        tmp = self.scratch / _SHARDS_DIR / f".copy-{name}-{uuid.uuid4().hex}"
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dst)
+        os.replace(tmp, dst)
 
     # -- completion ------------------------------------------------------------------------
     def finalize(self, *, fingerprint: str, attrs: Mapping[str, Any] | None = None) -> Path:

@@ -13,7 +13,7 @@ from pipeline.shards import ShardLayout, ShardReader, write_shard_file
 from pipeline.store import ArraySpec, CheckedArray
 from tests.conftest import flip_byte
 
-CODECS = ["raw", "lz4", "zstd", "zstd-fast"]
+CODECS = ["raw", "lz4", "lz4-shuffle", "zstd", "zstd-fast"]
 
 
 def _data(dtype: str, n: int = 150) -> np.ndarray:

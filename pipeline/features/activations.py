@@ -73,7 +73,11 @@ def _network(arch: str, weights: str, device: str) -> alexnet.AlexNetBase:
 
 
 def activations(
-    images: np.ndarray, params: AlexNetParams, layers: Sequence[str], device: str = "cpu"
+    images: np.ndarray,
+    params: AlexNetParams,
+    layers: Sequence[str],
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> dict[str, np.ndarray]:
     """Activations of several AlexNet layers from one forward pass.
 
@@ -86,17 +90,21 @@ def activations(
         Names among ``conv1 … fc8``.
     device : str
         Where the forward runs.
+    dtype : {"float32", "float16"}
+        Returned precision; the cast happens on ``device`` (10x faster than numpy's on the
+        CPU, and half the bytes to copy back from a GPU).
 
     Returns
     -------
-    dict of str to ndarray of float32
+    dict of str to ndarray of ``dtype``
         ``(N, C, h, w)`` for conv layers, ``(N, C)`` for fc layers.
     """
+    out_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
     net = _network(params.arch, params.weights, device)
     with torch.inference_mode():
         x = alexnet.preprocess(images, params.arch).to(device)  # (N, 3, S, S)
         out = net.forward_layers(x, list(layers))
-    return {name: out[name].float().cpu().numpy() for name in layers}
+    return {name: out[name].to(out_dtype).cpu().numpy() for name in layers}
 
 
 def _describe(params: AlexNetParams) -> dict[str, Any]:
@@ -118,10 +126,14 @@ def _extractor(layer: str) -> Extractor:
         dims=("channel", "y", "x") if conv else ("channel",),
         description=f"AlexNet {layer.upper()} activations (after all of the group's steps)",
         family="alexnet",
-        compute_many=lambda images, p, names, device: activations(images, p, names, device),
+        compute_many=lambda images, p, names, device: activations(
+            images, p, names, device, dtype=p.dtype
+        ),
         store_dtype=lambda p: p.dtype,
         describe=_describe,
-        codec="zstd-fast",
+        # CONV1-CONV4 (88% of the bytes): lz4, 3x faster to encode than zstd (the
+        # extraction's main cost beside the forward); CONV5-FC8: zstd, <= 35% of float32
+        codec="lz4-shuffle" if layer in ("conv1", "conv2", "conv3", "conv4") else "zstd-fast",
     )
 
 

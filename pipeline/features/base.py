@@ -55,12 +55,13 @@ class Extractor:
     describe : callable
         ``describe(params) -> dict``: provenance beyond the parameters (e.g. the sha256 of a
         weights file, whether the weights are random).
-    codec : {"raw", "lz4", "zstd", "zstd-fast"}
+    codec : {"raw", "lz4", "lz4-shuffle", "zstd", "zstd-fast"}
         Store compression (:class:`pipeline.store.ArraySpec`). ``raw`` (the default) for
         dense float features: lz4 + bit shuffle only packs HOG to 84% and LBP to 83% of
         their size, and a raw chunk is read as a view of the mapped file (the training
         loader's speed); lz4 for mostly-empty maps (SIFT); zstd + byte shuffle packs sparse
-        ReLU activations to ~30% of float32.
+        ReLU activations to ~30% of float32, lz4 + byte shuffle to ~35% at a third of the
+        encoding time (the large CONV1–CONV4 maps).
     """
 
     name: str
@@ -76,7 +77,7 @@ class Extractor:
     )
     store_dtype: Callable[[Any], str] = field(default=lambda params: "float32")
     describe: Callable[[Any], dict[str, Any]] = field(default=lambda params: {})
-    codec: Literal["lz4", "zstd", "zstd-fast", "raw"] = "raw"
+    codec: Literal["lz4", "lz4-shuffle", "zstd", "zstd-fast", "raw"] = "raw"
 
     @property
     def section(self) -> str:
