@@ -14,6 +14,7 @@ reaches the same weights. ``DataLoader`` hands out the workers' batches round-ro
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,13 @@ def usable_indices(store_path: str | Path, split: str) -> np.ndarray:
         raise StoreError(f"store {str(store_path)!r} has no split {split!r} (it has {splits})")
     mask = (store.array("split")[:] == splits.index(split)) & (store.array("valid")[:] > 0)
     return np.flatnonzero(mask)
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory (a read-only mapped chunk: never written to)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -190,7 +198,7 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             farr = open_store(self.features_path).array("features")
         b = self.batch_size
         pending = np.empty(0, np.int64)  # samples of the previous block not yet batched
-        views: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # verified chunks
+        views: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # verified chunks
         for chunks, idx in self._samples(stream, streams, mine_done * b):
             if len(idx) == 0:
                 continue
@@ -198,8 +206,8 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             views = {c: v for c, v in views.items() if c in keep}
             for c in chunks.tolist():  # each chunk read and checksum-verified once
                 views[c] = (
-                    images.read_chunk(c),
-                    None if farr is None else farr.read_chunk(c),
+                    _as_tensor(images.read_chunk(c)),
+                    None if farr is None else _as_tensor(farr.read_chunk(c)),
                 )
             pending = np.concatenate([pending, idx])
             while len(pending) >= b:
@@ -209,7 +217,7 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
     def _gather(
         self,
         rows: np.ndarray,
-        views: dict[int, tuple[np.ndarray, np.ndarray | None]],
+        views: dict[int, tuple[torch.Tensor, torch.Tensor | None]],
         images: CheckedArray,
         farr: CheckedArray | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,21 +225,26 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
 
         The batch's samples are taken in sample order (which samples make a batch is
         random; their order inside it does not matter to a mean loss), so each chunk's
-        share is one run of the batch: one gather per chunk, not one copy per sample.
+        share is one run of the batch: one ``index_select`` per chunk straight into the
+        batch (26 GB/s here, against 4 GB/s for numpy's row assignment from a mapped file).
         """
         rows = np.sort(rows)
-        x = np.empty((len(rows), *images.shape[1:]), images.dtype)
-        f = None if farr is None else np.empty((len(rows), *farr.shape[1:]), farr.dtype)
+        # numpy's allocations (glibc reuses freed batches) fault in no fresh pages, unlike
+        # torch.empty's large aligned ones: 3x faster here
+        x = torch.from_numpy(np.empty((len(rows), *images.shape[1:]), images.dtype))
+        f = None
+        if farr is not None:
+            f = torch.from_numpy(np.empty((len(rows), *farr.shape[1:]), farr.dtype))
         chunk_of = rows // self.chunk
         cuts = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(rows)]])
         for i, j in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
             c = int(chunk_of[i])
-            local = rows[i:j] - c * self.chunk
+            local = torch.from_numpy(rows[i:j] - c * self.chunk)
             xv, fv = views[c]
-            x[i:j] = xv[local]  # a small gathered temporary (in cache), then one copy
+            torch.index_select(xv, 0, local, out=x[i:j])
             if f is not None and fv is not None:
-                f[i:j] = fv[local]
-        return self._batch(x, f)
+                torch.index_select(fv, 0, local, out=f[i:j])
+        return (torch.empty(0) if f is None else f), x.permute(0, 3, 1, 2)  # (B, 3, H, W)
 
     @staticmethod
     def _batch(img: np.ndarray, f: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
