@@ -6,9 +6,11 @@ Every store of the pipeline (the image store of ``invert prepare``, the feature 
 - per-sample arrays are **sharded** along the sample axis: inner chunks sized for the
   training loader's random reads, shards of hundreds to thousands of samples so that a
   1.2M-image store is hundreds of files (DVC hashes every file), not millions;
-- every chunk is compressed with Blosc-zstd (byte shuffle) and followed by a **crc32c**
-  checksum, so a flipped byte is a :class:`~pipeline.errors.CorruptStoreError` naming the
-  store, the array and the chunk, never silent garbage;
+- every chunk is stored raw or Blosc-compressed (the codec is chosen per array, see
+  :class:`ArraySpec`) and followed by a **crc32c** checksum, so a flipped byte is a
+  :class:`~pipeline.errors.CorruptStoreError` naming the store, the array and the chunk,
+  never silent garbage; shards are written and chunks read by :mod:`pipeline.shards`
+  (plain zarr reads the same files);
 - the group's attrs hold ``provenance`` (stage, producer, parameters, code version, input
   fingerprint, dims), an ``identity`` hash of it, a content ``fingerprint`` and
   ``complete: true`` — :func:`open_store` checks them and refuses a mismatch.
