@@ -192,9 +192,17 @@ def _extract_shard(
     images = store.array("images")[start:stop]
     valid = store.array("valid")[start:stop].astype(bool)
     n, h, w = images.shape[:3]
-    outs = {
-        name: np.empty((n, *e.output_shape(p, h, w)), e.store_dtype(p)) for name, e in exts.items()
-    }
+    shapes = {name: (n, *e.output_shape(p, h, w)) for name, e in exts.items()}
+    dtypes = {name: np.dtype(e.store_dtype(p)) for name, e in exts.items()}
+    outs: dict[str, np.ndarray] = {}
+
+    def out(name: str) -> np.ndarray:
+        """The shard's output array of ``name``, zero where an image is skipped."""
+        if name not in outs:
+            outs[name] = np.empty(shapes[name], dtypes[name])
+            outs[name][~valid] = 0
+        return outs[name]
+
     ok = valid.copy()
     failures: list[dict[str, Any]] = []
     first = exts[names[0]]
@@ -207,7 +215,7 @@ def _extract_shard(
     def fail(k: int, err: Exception) -> None:  # recorded per image in the store's attrs
         ok[k] = False
         for name in names:
-            outs[name][k] = 0
+            out(name)[k] = 0
         ids = store.array("ids")  # read only when needed (a whole-store array)
         failures.append(
             {
@@ -217,8 +225,6 @@ def _extract_shard(
             }
         )
 
-    for name in names:
-        outs[name][~valid] = 0  # skipped images
     todo = np.flatnonzero(valid)
     for b in range(0, len(todo), batch_size):
         idx = todo[b : b + batch_size]
@@ -226,23 +232,27 @@ def _extract_shard(
         sel: slice | np.ndarray = (
             slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] == len(idx) - 1 else idx
         )
+        whole = len(idx) == n  # one batch is the whole shard: keep its result, no copy
         try:
             for name, value in compute(images[sel]).items():
-                outs[name][sel] = value
+                if whole and value.shape == shapes[name] and value.dtype == dtypes[name]:
+                    outs[name] = value
+                else:
+                    out(name)[sel] = value
         except Exception:  # isolate the failing image(s) below, then record them
             for k in idx:
                 try:
                     for name, value in compute(images[k : k + 1]).items():
-                        outs[name][k] = value[0]
+                        out(name)[k] = value[0]
                 except Exception as err:
                     fail(int(k), err)
     for name, scratch in targets.items():
-        out = outs[name]
-        digest = content_digest(out, ok)
+        result = out(name)
+        digest = content_digest(result, ok)
         write_shard(
             scratch,
             index,
-            {"features": out, "valid": ok.astype(np.uint8)},
+            {"features": result, "valid": ok.astype(np.uint8)},
             {"failures": failures, "hash": digest},
         )
     return {"failures": len(failures)}
