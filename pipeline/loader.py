@@ -231,10 +231,9 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         rows = np.sort(rows)
         # numpy's allocations (glibc reuses freed batches) fault in no fresh pages, unlike
         # torch.empty's large aligned ones: 3x faster here
-        x = torch.from_numpy(np.empty((len(rows), *images.shape[1:]), images.dtype))
-        f = None
-        if farr is not None:
-            f = torch.from_numpy(np.empty((len(rows), *farr.shape[1:]), farr.dtype))
+        xn = np.empty((len(rows), *images.shape[1:]), images.dtype)
+        fn = None if farr is None else np.empty((len(rows), *farr.shape[1:]), farr.dtype)
+        x, f = torch.from_numpy(xn), None if fn is None else torch.from_numpy(fn)
         chunk_of = rows // self.chunk
         cuts = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(rows)]])
         for i, j in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
@@ -244,7 +243,7 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             torch.index_select(xv, 0, local, out=x[i:j])
             if f is not None and fv is not None:
                 torch.index_select(fv, 0, local, out=f[i:j])
-        return (torch.empty(0) if f is None else f), x.permute(0, 3, 1, 2)  # (B, 3, H, W)
+        return self._batch(xn, fn)
 
     @staticmethod
     def _batch(img: np.ndarray, f: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,6 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from numcodecs import Blosc
 
 from pipeline.errors import CorruptStoreError, StoreError
 
-__all__ = ["ShardLayout", "ShardReader", "crc32c_extend", "crc32c_of", "write_shard_file"]
+__all__ = ["ShardLayout", "ShardReader", "crc32c_of", "write_shard_file"]
 
 _EMPTY = np.uint64(2**64 - 1)  # index entry of a chunk that is not stored (fill value)
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -58,11 +57,6 @@ def _crc(buf: bytes | np.ndarray) -> int:
     numpy arrays, not memoryviews or mmap slices.
     """
     return int(google_crc32c.value(buf))
-
-
-def crc32c_extend(crc: int, a: np.ndarray) -> int:
-    """``crc`` extended over a C-contiguous array's bytes (start from 0)."""
-    return int(google_crc32c.extend(crc, _readonly(a)))
 
 
 def crc32c_of(a: np.ndarray) -> int:
@@ -380,44 +374,6 @@ class ShardReader:
             raise self._corrupt(c, f"does not decode ({err})") from err
         return target
 
-    def rows(self, c: int) -> tuple[np.ndarray | None, int | None]:
-        """Chunk ``c`` for a reader that checks the checksum itself while it copies rows.
-
-        Reading a chunk from memory twice (checksum, then copy) costs about twice one pass;
-        a caller that copies a raw chunk row by row can instead fold each row into
-        :func:`crc32c_extend` right after copying it (the row is then in cache) and call
-        :meth:`verify` with the result before it uses anything it copied.
-
-        Returns
-        -------
-        rows : ndarray or None
-            The full ``(chunk, ...)`` chunk: for a raw chunk a read-only view of the mapped
-            file, **not yet verified**; for a compressed one the decoded, verified array.
-            ``None`` when the chunk is not stored (fill value 0).
-        expected : int or None
-            The crc32c the raw chunk's bytes must have; ``None`` when nothing is left to check.
-        """
-        lay = self.layout
-        if lay.blosc is not None:
-            return self.chunk(c), None
-        shard, j = divmod(c, lay.chunks_per_shard)
-        entry = self._shard(shard)
-        if entry is None or entry[1][j, 0] == _EMPTY:
-            return None, None
-        mm, table = entry
-        off, nbytes = int(table[j, 0]), int(table[j, 1])
-        size = int(np.prod(lay.chunk_shape)) * lay.dtype.itemsize
-        if nbytes - _CRC != size:
-            raise self._corrupt(c, f"has {nbytes - _CRC} bytes, expected {size}")
-        view = np.frombuffer(mm, lay.dtype, size // lay.dtype.itemsize, off)
-        stored = int.from_bytes(mm[off + size : off + nbytes], "little")
-        return view.reshape(lay.chunk_shape), stored
-
-    def verify(self, c: int, computed: int, expected: int) -> None:
-        """Raise :class:`CorruptStoreError` for chunk ``c`` unless the checksums agree."""
-        if computed != expected:
-            raise self._corrupt(c, "fails its checksum")
-
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``start:stop`` as a new array (chunks decoded in place where they fit)."""
         lay = self.layout
@@ -438,7 +394,3 @@ class ShardReader:
             else:
                 out[a - start : b - start] = part[a - lo : b - lo]
         return out
-
-    def read_chunks(self, chunks: Sequence[int]) -> list[np.ndarray | None]:
-        """Several chunks (see :meth:`chunk`)."""
-        return [self.chunk(int(c)) for c in chunks]

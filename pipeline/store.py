@@ -230,11 +230,6 @@ class CheckedArray:
             self._zarr = zarr.open_array(self._store_path / self._name, mode="r")
         return self._zarr
 
-    @property
-    def reader(self) -> ShardReader | None:
-        """The direct chunk reader (``None`` for arrays zarr reads: strings, unsharded)."""
-        return self._reader
-
     def read_chunk(self, c: int) -> np.ndarray:
         """Inner chunk ``c`` along the sample axis, trimmed to the array, checksum-verified.
 
