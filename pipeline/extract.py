@@ -61,9 +61,11 @@ class ExtractParams:
     Attributes
     ----------
     chunk_size : int
-        Samples per inner chunk of the feature arrays (one random read of the loader).
-        Shards follow the image store's shards, so shard ``i`` of both covers the same
-        samples.
+        Samples per inner chunk of the feature arrays: the unit of compression and of the
+        crc32c. With 1 (the default) the training loader checks each sample on the copy it
+        hands out (:mod:`pipeline.loader`); compression ratios are within 1.5 points of
+        16-sample chunks. Shards follow the image store's shards, so shard ``i`` of both
+        covers the same samples.
     device : str
         Where networks run (AlexNet layers): ``auto`` (CUDA when available), ``cpu``,
         ``cuda``. Shallow features run on the CPU workers.
@@ -71,7 +73,7 @@ class ExtractParams:
         Local Dask parallelism.
     """
 
-    chunk_size: int = 16
+    chunk_size: int = 1
     device: str = "auto"
     runner: RunnerParams = field(default_factory=RunnerParams)
 

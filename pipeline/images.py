@@ -107,7 +107,9 @@ class PrepareParams:
     seed : int
         Seed of the crops and of the hash split.
     shard_size, chunk_size : int
-        Samples per shard file and per inner chunk (see :mod:`pipeline.store`).
+        Samples per shard file and per inner chunk (see :mod:`pipeline.store`). Each
+        chunk carries one crc32c; with 1 (the default) the training loader checks every
+        image on the copy it hands out (:mod:`pipeline.loader`).
     strict : bool
         Make a skipped file an error naming it.
     """
@@ -122,7 +124,7 @@ class PrepareParams:
     min_size: int = 32
     seed: int = 0
     shard_size: int = 256
-    chunk_size: int = 16
+    chunk_size: int = 1
     strict: bool = False
     runner: RunnerParams = field(default_factory=RunnerParams)
 

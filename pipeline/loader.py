@@ -1,10 +1,18 @@
 """Stream (features, target image) pairs from the stores into training, never all in memory.
 
-Order: **block shuffle**. The chunks of the feature store (``chunk_size`` samples each) are
-put in a random order per epoch; consecutive runs of ``block_chunks`` chunks form a *block*;
-a block is read whole (a handful of sequential reads), its usable samples (split and
-``valid``) are permuted, and the stream goes on block after block, epoch after epoch. Each
-DataLoader worker (and each DDP rank) takes every ``W``-th block and opens the stores itself.
+Order: **block shuffle**. The stores are cut into *reads* of ``read_size`` consecutive
+samples (rounded up to whole chunks), put in a random order per epoch; consecutive runs of
+``block_reads`` reads form a *block*; a block is read whole (a handful of sequential reads),
+its usable samples (split and ``valid``) are permuted, and the stream goes on block after
+block, epoch after epoch. Each DataLoader worker (and each DDP rank) takes every ``W``-th
+block and opens the stores itself.
+
+Checksums: every sample handed out is verified. The stores keep one crc32c per sample
+(one sample per raw chunk), so a batch is built by copying each sample out of the mapped
+shard file and checking the crc32c *of the copy* while it is still in cache — one pass
+over memory, where verifying chunks first and copying after took two (and gave 40% of an
+unverified memmap gather here instead of 50–55%; ``benchmarks/run_all.py --only loader``).
+Rows of compressed chunks are verified and decoded whole when their block is read.
 
 The stream is a pure function of ``(seed, rank, worker)``: a loader started at batch ``k``
 produces exactly the batches an uninterrupted loader produces from ``k`` on, so a resumed run
@@ -14,7 +22,7 @@ reaches the same weights. ``DataLoader`` hands out the workers' batches round-ro
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +33,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.shards import crc32c_buffer
 from pipeline.store import CheckedArray, open_store
 
 __all__ = ["LoaderParams", "StoreStream", "make_loader", "usable_indices"]
+
+#: one read of a block: images and their crcs, features and theirs (see ``sample_rows``)
+_Read = tuple[np.ndarray, "list[int] | None", "np.ndarray | None", "list[int] | None"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +50,12 @@ class LoaderParams:
     ----------
     workers : int
         DataLoader worker processes, each opening the stores itself (0: in the main process).
-    block_chunks : int
-        Chunks read together and shuffled as one block (the shuffle buffer is
-        ``block_chunks * chunk_size`` samples).
+    read_size : int
+        Consecutive samples read as one unit (rounded up to a whole number of chunks): the
+        length of a sequential read from disk.
+    block_reads : int
+        Reads shuffled together as one block (the shuffle buffer is
+        ``block_reads * read_size`` samples).
     prefetch : int
         Batches each worker keeps ready.
     pin_memory : bool
@@ -48,13 +63,16 @@ class LoaderParams:
     """
 
     workers: int = 2
-    block_chunks: int = 8
+    read_size: int = 16
+    block_reads: int = 8
     prefetch: int = 2
     pin_memory: bool = True
 
     def __post_init__(self) -> None:
-        if self.workers < 0 or self.block_chunks < 1 or self.prefetch < 1:
-            raise ConfigError("loader: workers >= 0, block_chunks >= 1 and prefetch >= 1 needed")
+        if self.workers < 0 or self.read_size < 1 or self.block_reads < 1 or self.prefetch < 1:
+            raise ConfigError(
+                "loader: workers >= 0, read_size >= 1, block_reads >= 1 and prefetch >= 1 needed"
+            )
 
 
 def usable_indices(store_path: str | Path, split: str) -> np.ndarray:
@@ -77,13 +95,6 @@ def usable_indices(store_path: str | Path, split: str) -> np.ndarray:
         raise StoreError(f"store {str(store_path)!r} has no split {split!r} (it has {splits})")
     mask = (store.array("split")[:] == splits.index(split)) & (store.array("valid")[:] > 0)
     return np.flatnonzero(mask)
-
-
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    """A tensor sharing ``a``'s memory (a read-only mapped chunk: never written to)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(a)
 
 
 class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -131,7 +142,10 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         self.rank, self.world_size = rank, world_size
         ref = self.features_path or self.images_path
         store = open_store(ref)
-        self.chunk = int(store.array("features" if features_path else "images").chunks[0])
+        chunk = int(open_store(images_path).array("images").chunks[0])
+        if features_path is not None:
+            chunk = math.lcm(chunk, int(store.array("features").chunks[0]))
+        self.unit = -(-params.read_size // chunk) * chunk  # samples per read
         self.num_samples = len(store)
         keep = np.zeros(self.num_samples, bool)
         keep[usable_indices(ref, split)] = True
@@ -140,45 +154,46 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         if not keep.any():
             raise StoreError(f"no usable {split!r} samples in {ref!r}")
         self.keep = keep
-        self.num_chunks = -(-self.num_samples // self.chunk)
-        self.counts = np.add.reduceat(keep, np.arange(0, self.num_samples, self.chunk))
+        self.num_reads = -(-self.num_samples // self.unit)
+        self.counts = np.add.reduceat(keep, np.arange(0, self.num_samples, self.unit))
 
     # -- the deterministic order -----------------------------------------------------------
     def _blocks(self, stream: int, streams: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(block id, chunk ids) of one stream, epoch after epoch, forever."""
-        k = self.params.block_chunks
+        """(block id, read ids) of one stream, epoch after epoch, forever."""
+        k = self.params.block_reads
         epoch = 0
         while True:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_chunks)
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_reads)
             blocks = [order[i : i + k] for i in range(0, len(order), k)]
             mine = blocks[stream::streams]
             if not mine and epoch == 0:
                 raise StoreError(
-                    f"{self.num_chunks} chunks make {len(blocks)} blocks, fewer than the "
-                    f"{streams} loader streams; lower loader.workers or block_chunks"
+                    f"{self.num_reads} reads of {self.unit} samples make {len(blocks)} blocks, "
+                    f"fewer than the {streams} loader streams; lower loader.workers, "
+                    f"read_size or block_reads"
                 )
-            for j, chunks in enumerate(mine):
-                yield epoch * 1_000_003 + j, np.sort(chunks)
+            for j, reads in enumerate(mine):
+                yield epoch * 1_000_003 + j, np.sort(reads)
             epoch += 1
 
     def _samples(
         self, stream: int, streams: int, skip: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(chunk ids, permuted sample indices) block after block, the first ``skip`` dropped."""
-        for block, chunks in self._blocks(stream, streams):
-            n = int(self.counts[chunks].sum())
+        """(read ids, permuted sample indices) block after block, the first ``skip`` dropped."""
+        for block, reads in self._blocks(stream, streams):
+            n = int(self.counts[reads].sum())
             if skip >= n:
                 skip -= n
                 continue
             idx = np.concatenate(
                 [
-                    np.arange(c * self.chunk, min((c + 1) * self.chunk, self.num_samples))
-                    for c in chunks
+                    np.arange(r * self.unit, min((r + 1) * self.unit, self.num_samples))
+                    for r in reads
                 ]
             )
             idx = idx[self.keep[idx]]
             perm = np.random.default_rng([self.seed, block, stream]).permutation(len(idx))
-            yield chunks, idx[perm][skip:]
+            yield reads, idx[perm][skip:]
             skip = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -198,51 +213,55 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             farr = open_store(self.features_path).array("features")
         b = self.batch_size
         pending = np.empty(0, np.int64)  # samples of the previous block not yet batched
-        views: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # verified chunks
-        for chunks, idx in self._samples(stream, streams, mine_done * b):
+        reads: dict[int, _Read] = {}  # the block's reads: samples to copy and check
+        for block, idx in self._samples(stream, streams, mine_done * b):
             if len(idx) == 0:
                 continue
-            keep = {int(c) for c in np.unique(pending // self.chunk)}
-            views = {c: v for c, v in views.items() if c in keep}
-            for c in chunks.tolist():  # each chunk read and checksum-verified once
-                views[c] = (
-                    _as_tensor(images.read_chunk(c)),
-                    None if farr is None else _as_tensor(farr.read_chunk(c)),
-                )
+            reads = {r: reads[r] for r in np.unique(pending // self.unit).tolist()}
+            for r in block.tolist():
+                lo, hi = r * self.unit, (r + 1) * self.unit
+                x = images.sample_rows(lo, hi)
+                reads[r] = (*x, *(farr.sample_rows(lo, hi) if farr is not None else (None, None)))
             pending = np.concatenate([pending, idx])
             while len(pending) >= b:
-                yield self._gather(pending[:b], views, images, farr)
+                yield self._gather(pending[:b], reads, images, farr)
                 pending = pending[b:]
 
     def _gather(
         self,
-        rows: np.ndarray,
-        views: dict[int, tuple[torch.Tensor, torch.Tensor | None]],
+        batch: np.ndarray,
+        reads: dict[int, _Read],
         images: CheckedArray,
         farr: CheckedArray | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch gathered from the verified chunks of its block(s).
+        """One batch: each sample copied out of its shard file and its copy checked.
 
         The batch's samples are taken in sample order (which samples make a batch is
-        random; their order inside it does not matter to a mean loss), so each chunk's
-        share is one run of the batch: one ``index_select`` per chunk straight into the
-        batch (26 GB/s here, against 4 GB/s for numpy's row assignment from a mapped file).
+        random; their order inside it does not matter to a mean loss).
+
+        Raises
+        ------
+        CorruptStoreError
+            A sample whose copy does not match its stored crc32c (names store, array and
+            chunk).
         """
-        rows = np.sort(rows)
         # numpy's allocations (glibc reuses freed batches) fault in no fresh pages, unlike
         # torch.empty's large aligned ones: 3x faster here
-        xn = np.empty((len(rows), *images.shape[1:]), images.dtype)
-        fn = None if farr is None else np.empty((len(rows), *farr.shape[1:]), farr.dtype)
-        x, f = torch.from_numpy(xn), None if fn is None else torch.from_numpy(fn)
-        chunk_of = rows // self.chunk
-        cuts = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(rows)]])
-        for i, j in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-            c = int(chunk_of[i])
-            local = torch.from_numpy(rows[i:j] - c * self.chunk)
-            xv, fv = views[c]
-            torch.index_select(xv, 0, local, out=x[i:j])
-            if f is not None and fv is not None:
-                torch.index_select(fv, 0, local, out=f[i:j])
+        xn = np.empty((len(batch), *images.shape[1:]), images.dtype)
+        fn = None if farr is None else np.empty((len(batch), *farr.shape[1:]), farr.dtype)
+        crc = crc32c_buffer
+        for k, i in enumerate(np.sort(batch).tolist()):
+            r, j = divmod(i, self.unit)
+            x, xc, f, fc = reads[r]
+            dst = xn[k]
+            dst[...] = x[j]
+            if xc is not None and crc(dst) != xc[j]:  # checked on the copy, while in cache
+                raise images.corrupt_sample(i)
+            if fn is not None and f is not None:
+                dst = fn[k]
+                dst[...] = f[j]
+                if fc is not None and crc(dst) != fc[j]:
+                    raise farr.corrupt_sample(i)  # type: ignore[union-attr]
         return self._batch(xn, fn)
 
     @staticmethod

@@ -230,27 +230,26 @@ class CheckedArray:
             self._zarr = zarr.open_array(self._store_path / self._name, mode="r")
         return self._zarr
 
-    def read_chunk(self, c: int) -> np.ndarray:
-        """Inner chunk ``c`` along the sample axis, trimmed to the array, checksum-verified.
+    def sample_rows(self, start: int, stop: int) -> tuple[np.ndarray, list[int] | None]:
+        """Samples ``start:stop`` and the crc32c each one's copy must have (the loader's read).
 
-        Parameters
-        ----------
-        c : int
-            Chunk number (samples ``c * chunks[0]`` up to the next chunk).
-
-        Returns
-        -------
-        ndarray
-            Read-only; for an uncompressed chunk a view of the mapped shard file (no copy).
+        See :meth:`pipeline.shards.ShardReader.sample_rows`: with one sample per raw chunk
+        the samples are an unverified view of the mapped file and a copy of sample ``i``
+        must have crc32c ``crcs[i - start]`` (else raise :meth:`corrupt_sample`); otherwise
+        ``crcs`` is ``None`` and the samples are verified already.
         """
-        step = self.chunks[0]
-        start, stop = c * step, min((c + 1) * step, self.shape[0])
-        if self._reader is None:
-            return self[start:stop]
-        part = self._reader.chunk(c)
-        if part is None:
-            return np.zeros((stop - start, *self.shape[1:]), self.dtype)
-        return part[: stop - start]
+        if self._reader is not None:
+            return self._reader.sample_rows(start, stop)
+        return self[start:stop], None
+
+    def corrupt_sample(self, sample: int) -> CorruptStoreError:
+        """The error to raise when a copy of ``sample`` does not match its crc32c."""
+        if self._reader is not None:
+            return self._reader.corrupt_sample(sample)
+        return CorruptStoreError(
+            f"store {str(self._store_path)!r}, array {self._name!r}: sample {sample} fails "
+            f"its checksum — recompute the store (delete it and rerun its stage)"
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -625,7 +625,7 @@ def _evaluate(
     """Mean pixel MSE over the first ``eval_batches`` test batches (a fixed order)."""
     if params.eval_batches == 0:
         return None
-    loader_params = LoaderParams(workers=0, block_chunks=params.loader.block_chunks)
+    loader_params = replace(params.loader, workers=0)
     try:
         stream = StoreStream(
             images_path,

@@ -16,7 +16,7 @@ def small_prepare_params(**overrides: object) -> PrepareParams:
         train_samples=40,
         test_samples=8,
         shard_size=16,
-        chunk_size=8,
+        chunk_size=1,
         runner=RunnerParams(workers=2, batch_size=16),
     )
     base.update(overrides)

@@ -106,7 +106,7 @@ def test_sigkill_during_extract_then_rerun_equals_clean_run(
     kill_store: Path, tmp_path: Path
 ) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("extract:\n  runner: {workers: 1, batch_size: 8}\n")
+    params.write_text("extract:\n  chunk_size: 8\n  runner: {workers: 1, batch_size: 8}\n")
     out = tmp_path / "hog.zarr"
     proc = subprocess.Popen(
         _cli(

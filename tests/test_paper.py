@@ -25,7 +25,7 @@ TINY = TrainParams(
     lr=1e-3,
     checkpoint_every=3,
     eval_batches=1,
-    loader=LoaderParams(workers=0, block_chunks=2),
+    loader=LoaderParams(workers=0, block_reads=2),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.errors import ConfigError, IncompatibleStoreError
+from pipeline.errors import ConfigError, CorruptStoreError, IncompatibleStoreError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import prepare
 from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
@@ -39,7 +40,7 @@ TINY = TrainParams(
     checkpoint_every=3,
     log_every=1,
     eval_batches=1,
-    loader=LoaderParams(workers=0, block_chunks=2),
+    loader=LoaderParams(workers=0, block_reads=2),
 )
 
 
@@ -140,7 +141,7 @@ def test_sigkill_during_train_then_rerun_equals_clean_run(
             "lr": 1e-3,
             "checkpoint_every": 2,
             "eval_batches": 0,
-            "loader": {"workers": 0, "block_chunks": 2},
+            "loader": {"workers": 0, "block_reads": 2},
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -190,7 +191,7 @@ def test_sigkill_during_train_then_rerun_equals_clean_run(
 
 
 def test_loader_resume_with_workers(image_store: Path, hog_store: Path) -> None:
-    lp = LoaderParams(workers=2, block_chunks=1)
+    lp = LoaderParams(workers=2, block_reads=1)
     full = list(
         zip(
             range(9),
@@ -318,7 +319,7 @@ def test_torchrun_two_processes_on_cpu(image_store: Path, hog_store: Path, tmp_p
             "checkpoint_every": 2,
             "eval_batches": 1,
             "device": "cpu",
-            "loader": {"workers": 0, "block_chunks": 1},
+            "loader": {"workers": 0, "block_reads": 1},
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -353,17 +354,30 @@ def test_torchrun_two_processes_on_cpu(image_store: Path, hog_store: Path, tmp_p
     assert len(list(tmp_path.glob("ckpt/*/step-*.pt"))) == 2
 
 
+@pytest.fixture(scope="module")
+def hog_store_per_sample(image_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HOG with one sample per chunk (the default): every copy checked by its crc32c."""
+    out = tmp_path_factory.mktemp("feat1") / "hog.zarr"
+    return extract_store("hog", image_store, out, run=ExtractParams(runner=RunnerParams(workers=2)))
+
+
+@pytest.mark.parametrize("features", ["hog_store", "hog_store_per_sample"])
 def test_loader_epoch_pairs_every_sample_with_its_own_features(
-    image_store: Path, hog_store: Path
+    image_store: Path, features: str, request: pytest.FixtureRequest
 ) -> None:
-    """One epoch: each usable train sample exactly once, its features beside its image."""
+    """One epoch: each usable train sample exactly once, its features beside its image.
+
+    Images have one sample per chunk (copies checked one by one); the features 8 samples
+    per chunk (verified whole when read) or one.
+    """
+    hog_store = request.getfixturevalue(features)
     images = open_store(image_store).array("images")[:]
     feats = open_store(hog_store).array("features")[:]
     usable = usable_indices(hog_store, "train")
     by_image = {images[i].tobytes(): i for i in usable}
     assert len(by_image) == len(usable)  # the photographs' crops are all different
     stream = StoreStream(
-        image_store, hog_store, batch_size=4, params=LoaderParams(workers=0, block_chunks=2)
+        image_store, hog_store, batch_size=4, params=LoaderParams(workers=0, block_reads=2)
     )
     seen: list[int] = []
     for f, x in stream:
@@ -375,3 +389,24 @@ def test_loader_epoch_pairs_every_sample_with_its_own_features(
             break
     assert len(set(seen)) == len(seen)  # no sample twice within the epoch
     assert set(seen) <= set(usable.tolist())
+
+
+def test_loader_names_a_damaged_sample(image_store: Path, tmp_path: Path) -> None:
+    """A flipped byte inside one photograph: the batch holding it fails, naming its chunk."""
+    store = tmp_path / "images.zarr"
+    shutil.copytree(image_store, store)
+    images = open_store(store).array("images")
+    assert images.chunks[0] == 1
+    k = int(usable_indices(store, "train")[3])  # a training sample of shard 0
+    assert k < 16
+    shard = store / "images" / "c" / "0" / "0" / "0" / "0"
+    row = int(np.prod(images.shape[1:]))
+    data = bytearray(shard.read_bytes())
+    data[(k % 16) * (row + 4) + row // 2] ^= 0x01  # one bit, in the middle of the image
+    shard.write_bytes(bytes(data))
+    stream = StoreStream(store, None, batch_size=4, params=LoaderParams(workers=0))
+    seen = 0
+    with pytest.raises(CorruptStoreError, match=rf"array 'images': chunk \({k}, 0, 0, 0\)"):
+        for _, x in stream:
+            seen += len(x)
+            assert seen <= len(usable_indices(store, "train")) + 4  # within one epoch
