@@ -180,6 +180,25 @@ class ShardLayout:
         return None if self.blosc is None else Blosc(**self.blosc)
 
 
+def _write_all(fd: int, pieces: list[Any]) -> None:
+    """Write buffers back to back with as few system calls as possible (``writev``).
+
+    A shard of one-sample chunks is 2 pieces a sample; writing them one call each cost a
+    third of the write time of a small-feature shard here.
+    """
+    views = [memoryview(p).cast("B") for p in pieces]
+    i = 0
+    while i < len(views):
+        batch = views[i : i + 1024]  # IOV_MAX
+        written = os.writev(fd, batch)
+        for v in batch:  # skip what was written; a short write resumes mid-buffer
+            if written < len(v):
+                views[i] = v[written:]
+                break
+            written -= len(v)
+            i += 1
+
+
 def write_shard_file(
     layout: ShardLayout, index: int, data: np.ndarray, *, tmp_dir: str | Path | None = None
 ) -> None:
@@ -213,32 +232,31 @@ def write_shard_file(
         )
     data = np.ascontiguousarray(data, dtype=layout.dtype)
     codec = layout.codec()
-    pieces: list[Any] = []
+    chunks = -(-n // layout.chunk)  # chunks past the end of the array are not stored
+    if n % layout.chunk:  # the array's last chunk: padded with the fill value
+        padded = np.zeros((chunks * layout.chunk, *layout.shape[1:]), layout.dtype)
+        padded[:n] = data
+        data = padded
+    blocks = data.reshape(chunks, -1)  # one row per chunk
+    encoded: list[Any] = (
+        [b.view(np.uint8) for b in blocks]  # raw: the chunk's own bytes, no copy
+        if codec is None
+        else [codec.encode(b.reshape(layout.chunk_shape)) for b in blocks]
+    )
+    crcs = [_crc(e).to_bytes(_CRC, "little") for e in encoded]
+    sizes = np.array([len(e) + _CRC for e in encoded], dtype="<u8")
     index_table = np.full((layout.chunks_per_shard, 2), _EMPTY, dtype="<u8")
-    offset = 0
-    for j in range(layout.chunks_per_shard):
-        lo = j * layout.chunk
-        if lo >= n:
-            break  # past the end of the array: not stored
-        block = data[lo : lo + layout.chunk]
-        if len(block) < layout.chunk:  # the array's last chunk: padded with the fill value
-            padded = np.zeros(layout.chunk_shape, layout.dtype)
-            padded[: len(block)] = block
-            block = padded
-        encoded: Any = block.reshape(-1).view(np.uint8) if codec is None else codec.encode(block)
-        crc = _crc(encoded).to_bytes(_CRC, "little")
-        pieces += [encoded, crc]
-        size = len(encoded) + _CRC
-        index_table[j] = (offset, size)
-        offset += size
+    index_table[:chunks, 1] = sizes
+    index_table[:chunks, 0] = np.cumsum(sizes) - sizes
+    pieces: list[Any] = [piece for pair in zip(encoded, crcs) for piece in pair]
     table = index_table.tobytes()
     pieces += [table, _crc(table).to_bytes(_CRC, "little")]
     final = layout.shard_file(index)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tmp_dir or final.parent) / f".shard-{index}-{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.writelines(pieces)
+        with open(tmp, "wb", buffering=0) as f:
+            _write_all(f.fileno(), pieces)
         os.replace(tmp, final)  # a shard file is whole or absent
     finally:
         if tmp.exists():
@@ -411,19 +429,31 @@ class ShardReader:
         """
         lay = self.layout
         start, stop = max(0, start), min(stop, lay.shape[0])
-        shard = start // lay.shard
-        if lay.chunk == 1 and lay.blosc is None and start < stop <= (shard + 1) * lay.shard:
-            entry = self._shard(shard)
-            if entry is not None and self._evenly_spaced(shard, entry[1]):
-                mm, table = entry
-                first = int(table[start - shard * lay.shard, 0])
-                size = int(table[0, 1])
-                rows = np.ndarray(
-                    (stop - start, *lay.shape[1:]), lay.dtype, mm, first, (size, *self._inner)
-                )
-                crcs = np.ndarray((stop - start,), "<u4", mm, first + size - _CRC, (size,))
-                return rows, crcs.tolist()
+        if start < stop and (stop - 1) // lay.shard == start // lay.shard:
+            spaced = self._spaced_rows(start, stop)
+            if spaced is not None:
+                return spaced
         return self.read(start, stop), None
+
+    def _spaced_rows(self, start: int, stop: int) -> tuple[np.ndarray, list[int]] | None:
+        """Samples ``start:stop`` of one shard as a strided view, with their stored crc32c.
+
+        ``None`` unless the shard holds one raw chunk per sample, back to back.
+        """
+        lay = self.layout
+        shard = start // lay.shard
+        if lay.chunk != 1 or lay.blosc is not None:
+            return None
+        entry = self._shard(shard)
+        if entry is None or not self._evenly_spaced(shard, entry[1]):
+            return None
+        mm, table = entry
+        first = int(table[start - shard * lay.shard, 0])
+        size = int(table[0, 1])
+        shape = (stop - start, *lay.shape[1:])
+        rows = np.ndarray(shape, lay.dtype, mm, first, (size, *self._inner))
+        crcs = np.ndarray((stop - start,), "<u4", mm, first + size - _CRC, (size,))
+        return rows, crcs.tolist()
 
     def _evenly_spaced(self, shard: int, table: np.ndarray) -> bool:
         """Whether shard ``shard`` holds every sample, one raw chunk each, back to back.
@@ -453,7 +483,20 @@ class ShardReader:
         out = np.empty((max(stop - start, 0), *lay.shape[1:]), lay.dtype)
         if stop <= start:
             return out
-        for c in range(start // lay.chunk, (stop - 1) // lay.chunk + 1):
+        s = start
+        while s < stop:  # one raw chunk per sample: copy each and check the copy (in cache)
+            end = min(stop, (s // lay.shard + 1) * lay.shard)
+            spaced = self._spaced_rows(s, end)
+            if spaced is None:
+                break
+            rows, crcs = spaced
+            for k, crc in enumerate(crcs):
+                dst = out[s - start + k : s - start + k + 1]
+                dst[...] = rows[k : k + 1]
+                if _crc(dst) != crc:
+                    raise self._corrupt(s + k, "fails its checksum")
+            s = end
+        for c in range(s // lay.chunk, (stop - 1) // lay.chunk + 1):  # the rest, chunk-wise
             lo, hi = c * lay.chunk, (c + 1) * lay.chunk
             a, b = max(lo, start), min(hi, stop)
             if a == lo and b == hi and lay.blosc is not None:

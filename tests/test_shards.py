@@ -180,3 +180,31 @@ def test_crc32c_is_castagnoli() -> None:
     assert crc32c_of(check) == crc32c_buffer(check) == 0xE3069283
     data = _data("float32")
     assert crc32c_of(data) == int(google_crc32c.value(data.tobytes()))
+
+
+def test_short_writes_resume_mid_buffer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``writev`` may write less than asked: the shard file is still whole and exact."""
+    import os
+
+    import pipeline.shards as shards
+
+    real = os.writev
+
+    def short(fd: int, buffers: list[memoryview]) -> int:  # at most 1000 bytes a call
+        left, cut = 1000, []
+        for b in buffers:
+            cut.append(b[:left])
+            left -= len(cut[-1])
+            if not left:
+                break
+        return real(fd, cut)
+
+    monkeypatch.setattr(shards.os, "writev", short)
+    data = _data("float32")
+    path = _array(tmp_path / "s.zarr", data, "raw", chunk=1)
+    layout = ShardLayout.load(path)
+    assert layout is not None
+    for i in range(layout.num_shards):
+        write_shard_file(layout, i, data[i * 64 : (i + 1) * 64])
+    np.testing.assert_array_equal(zarr.open_array(path, mode="r")[:], data)
+    np.testing.assert_array_equal(CheckedArray(tmp_path / "s.zarr", "a")[:], data)
