@@ -3,9 +3,10 @@
 Every store of the pipeline (the image store of ``invert prepare``, the feature stores of
 ``invert extract``) is a Zarr v3 group:
 
-- per-sample arrays are **sharded** along the sample axis: inner chunks sized for the
-  training loader's random reads, shards of hundreds to thousands of samples so that a
-  1.2M-image store is hundreds of files (DVC hashes every file), not millions;
+- per-sample arrays are **sharded** along the sample axis: inner chunks of one sample by
+  default (one crc32c each, so the training loader checks every sample it hands out),
+  shards of hundreds to thousands of samples so that a 1.2M-image store is hundreds of
+  files (DVC hashes every file), not millions;
 - every chunk is stored raw or Blosc-compressed (the codec is chosen per array, see
   :class:`ArraySpec`) and followed by a **crc32c** checksum, so a flipped byte is a
   :class:`~pipeline.errors.CorruptStoreError` naming the store, the array and the chunk,
@@ -109,7 +110,8 @@ class ArraySpec:
     dtype : str
         numpy dtype name.
     chunk : int
-        Samples per inner chunk (the unit of a random read).
+        Samples per inner chunk: the unit of compression and of the crc32c (1: every
+        sample checked on its own, see :mod:`pipeline.loader`).
     shard : int or None
         Samples per shard file (the unit of a write task); ``None``: not sharded, written
         whole by the coordinating process (small per-sample arrays: ids, labels).
