@@ -10,8 +10,8 @@ block and opens the stores itself.
 Checksums: every sample handed out is verified. The stores keep one crc32c per sample
 (one sample per raw chunk), so a batch is built by copying each sample out of the mapped
 shard file and checking the crc32c *of the copy* while it is still in cache — one pass
-over memory, where verifying chunks first and copying after took two (and gave 40% of an
-unverified memmap gather here instead of 50–55%; ``benchmarks/run_all.py --only loader``).
+over memory, where verifying chunks first and copying after took two (40% of an
+unverified memmap gather here, against 54–60% now; ``benchmarks/run_all.py --only loader``).
 Rows of compressed chunks are verified and decoded whole when their block is read.
 
 The stream is a pure function of ``(seed, rank, worker)``: a loader started at batch ``k``
