@@ -81,7 +81,15 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 
 
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _type_name(hint: Any) -> str:
+    """How an error message names a type: "an integer", "null", "a list", ..."""
+    if hint is type(None):
+        return "null"
+    if hint in _NAMES:
+        return _NAMES[hint]
     return getattr(hint, "__name__", str(hint))
 
 

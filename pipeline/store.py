@@ -3,8 +3,9 @@
 Every store of the pipeline (the image store of ``invert prepare``, the feature stores of
 ``invert extract``) is a Zarr v3 group:
 
-- per-sample arrays are **sharded** along the sample axis: inner chunks of one sample by
-  default (one crc32c each, so the training loader checks every sample it hands out),
+- per-sample arrays are **sharded** along the sample axis: inner chunks of one sample for
+  uncompressed arrays (one crc32c each, so the training loader checks every sample it hands
+  out) and of a few samples for compressed ones,
   shards of hundreds to thousands of samples so that a 1.2M-image store is hundreds of
   files (DVC hashes every file), not millions;
 - every chunk is stored raw or Blosc-compressed (the codec is chosen per array, see

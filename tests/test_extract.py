@@ -197,3 +197,15 @@ def test_unknown_feature_and_bad_params() -> None:
         parse_extract_section({"runner": {"workers": "two"}}, "hog")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'chunks'"):
         parse_extract_section({"chunks": 3}, "hog")
+
+
+def test_chunk_size_follows_the_codec_unless_given() -> None:
+    """Raw features: one sample per chunk (checked one by one); compressed: 16, within the shard."""
+    auto = ExtractParams()
+    assert auto.chunk_for("raw", 256) == 1
+    assert auto.chunk_for("lz4", 256) == auto.chunk_for("zstd-fast", 2048) == 16
+    assert auto.chunk_for("lz4", 8) == 8  # never more than a shard
+    assert auto.chunk_for("zstd", 24) == 12  # the largest size <= 16 dividing the shard
+    assert ExtractParams(chunk_size=4).chunk_for("raw", 16) == 4
+    with pytest.raises(ConfigError, match="chunk_size must be >= 1 or null"):
+        ExtractParams(chunk_size=0)

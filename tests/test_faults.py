@@ -111,7 +111,7 @@ BAD_PARAMS: list[Any] = [
         "prepare: {shard_sise: 8}",
         "unknown key(s) 'shard_sise' in params section 'prepare'",
     ),
-    ("prepare", "prepare: {limit: many}", "prepare.limit: expected int or NoneType, got 'many'"),
+    ("prepare", "prepare: {limit: many}", "prepare.limit: expected an integer or null, got 'many'"),
     ("prepare", "prepare: {strict: 'yes'}", "prepare.strict: expected true or false, got 'yes'"),
     ("prepare", "prepare: {size: 256.0}", "prepare.size: expected an integer, got 256.0"),
     ("prepare", "prepare: {crop_scale: [0.5]}", "params section 'prepare': crop_scale must be"),
@@ -123,7 +123,11 @@ BAD_PARAMS: list[Any] = [
     ("prepare", "prepare: {runner: {scheduler: gpu}}", "prepare.runner.scheduler: must be one of"),
     # extract
     ("extract", "extract: {chunks: 3}", "unknown key(s) 'chunks' in params section 'extract'"),
-    ("extract", "extract: {chunk_size: '16'}", "extract.chunk_size: expected an integer, got '16'"),
+    (
+        "extract",
+        "extract: {chunk_size: '16'}",
+        "extract.chunk_size: expected an integer or null, got '16'",
+    ),
     ("extract", "extract: {chunk_size: 0}", "params section 'extract': chunk_size must be >= 1"),
     # extract.runner
     ("extract", "extract: {runner: {worker: 2}}", "'worker' in params section 'extract.runner'"),
