@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.shards import crc32c_buffer
+from pipeline.shards import copy_checked
 from pipeline.store import CheckedArray, open_store
 
 __all__ = ["LoaderParams", "StoreStream", "make_loader", "usable_indices"]
@@ -249,19 +249,18 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         # torch.empty's large aligned ones: 3x faster here
         xn = np.empty((len(batch), *images.shape[1:]), images.dtype)
         fn = None if farr is None else np.empty((len(batch), *farr.shape[1:]), farr.dtype)
-        crc = crc32c_buffer
         for k, i in enumerate(np.sort(batch).tolist()):
             r, j = divmod(i, self.unit)
             x, xc, f, fc = reads[r]
-            dst = xn[k]
-            dst[...] = x[j]
-            if xc is not None and crc(dst) != xc[j]:  # checked on the copy, while in cache
+            if not copy_checked(xn[k], x[j], None if xc is None else xc[j]):
                 raise images.corrupt_sample(i)
-            if fn is not None and f is not None:
-                dst = fn[k]
-                dst[...] = f[j]
-                if fc is not None and crc(dst) != fc[j]:
-                    raise farr.corrupt_sample(i)  # type: ignore[union-attr]
+            if (
+                fn is not None
+                and f is not None
+                and farr is not None
+                and not copy_checked(fn[k], f[j], None if fc is None else fc[j])
+            ):
+                raise farr.corrupt_sample(i)
         return self._batch(xn, fn)
 
     @staticmethod
