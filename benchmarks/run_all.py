@@ -247,8 +247,8 @@ def bench_schedulers(store: Path, root: Path, names: list[str], repeat: int) -> 
 def bench_activations(store: Path, root: Path, repeat: int) -> list[str]:
     """AlexNet: bytes per sample per layer, and extract vs a bare forward of the same batches."""
     from pipeline.alexnet import LAYERS
+    from pipeline.alexnet.activations import AlexNetParams, activations
     from pipeline.extract import extract_stores
-    from pipeline.features.activations import AlexNetParams, activations
 
     images = open_store(store).array("images")[:]
     params = AlexNetParams()

@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import alexnet
+from pipeline import features
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 from pipeline.evaluation import error_metrics, normalised_error, write_reconstructions
 from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
+from pipeline.pixels import PIXEL_OFFSET, target_images
+from pipeline.provenance import identity_params
 from pipeline.store import open_store
-from pipeline.training import PIXEL_OFFSET, resolve_device, target_images
 
 __all__ = ["BaselineParams", "run_baseline"]
 
@@ -45,8 +47,6 @@ class BaselineParams:
         Test images inverted (the optimisation costs seconds per image and layer).
     batch_size : int
         Images optimised at once.
-    arch, weights : str
-        The AlexNet whose layers are inverted (must be the one the decoders saw).
     device : str
     inversion : InversionParams
         [1]'s objective and optimiser.
@@ -54,8 +54,6 @@ class BaselineParams:
 
     images: int = 8
     batch_size: int = 8
-    arch: str = "caffenet"
-    weights: str = "random:0"
     device: str = "auto"
     inversion: InversionParams = field(default_factory=InversionParams)
 
@@ -71,10 +69,40 @@ def run_baseline(
     out: str | Path,
     metrics_path: str | Path | None,
     params: BaselineParams,
+    feature_params: Any | None = None,
 ) -> dict[str, Any]:
-    """Invert the first test images of ``target`` by optimisation; store them and the errors."""
+    """Invert the first test images of ``target`` by optimisation; store them and the errors.
+
+    Parameters
+    ----------
+    target : str
+        ``hog`` or an AlexNet layer.
+    images_path : str or Path
+        The image store; its first ``params.images`` test images are inverted.
+    out : str or Path
+        The reconstruction store to write.
+    metrics_path : str or Path or None
+        The metrics JSON.
+    params : BaselineParams
+        [1]'s budget and optimiser.
+    feature_params : params dataclass or mapping, optional
+        The representation inverted: ``extract.hog`` (cell size, orientations) or
+        ``extract.alexnet`` (arch, weights) — the ones the decoders saw. Paper defaults
+        when omitted.
+
+    Returns
+    -------
+    dict
+        The metrics.
+    """
     if target in ("lbp", "sift"):
         raise ConfigError(f"{target} is not differentiable: [1] has no baseline for it (SPEC §6)")
+    if feature_params is None or isinstance(feature_params, dict):
+        feature_params = features.parse_params(target, dict(feature_params or {}))
+    network = (
+        {} if target == "hog" else {"arch": feature_params.arch, "weights": feature_params.weights}
+    )
+    hog_params = feature_params if target == "hog" else None
     device = resolve_device(params.device)
     store = open_store(images_path, kind="images")
     idx = usable_indices(images_path, "test")
@@ -87,8 +115,8 @@ def run_baseline(
         target,
         everything[: len(chosen)].numpy(),
         params=params.inversion,
-        arch=params.arch,
-        weights=params.weights,
+        **network,
+        hog_params=hog_params,
         batch_size=params.batch_size,
         device=device,
     )
@@ -98,17 +126,19 @@ def run_baseline(
     # the decoders' denominator: the mean distance between all test images
     metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
     metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
-    metrics["random_weights"] = target != "hog" and alexnet.is_random_weights(params.weights)
+    described = features.get(target).describe(feature_params)
+    metrics["random_weights"] = bool(described.get("random_weights"))
     provenance = {
         "kind": "reconstructions",
         "stage": "baseline",
         "producer": f"mv_{target}",
         "params": {
             "images": params.images,
-            "arch": params.arch,
-            "weights": params.weights,
             "inversion": dict(params.inversion.__dict__),
         },
+        "feature_params": identity_params(feature_params),
+        "extractor_version": features.get(target).version,
+        **described,
         "input_fingerprint": store.fingerprint,
         "dims": ["sample", "y", "x", "rgb"],
     }

@@ -20,7 +20,8 @@ Conventions shared by every decoder
   scaled. ``width=1.0`` is the paper.
 
 Public API: :data:`TARGETS`, :func:`input_shape`, :func:`output_size`, :func:`build`,
-:func:`parameter_count`, and the model classes :class:`HogDecoder`, :class:`SiftDecoder`,
+:func:`parameter_count`, the family versions (:data:`FAMILY_VERSIONS`, :data:`FAMILIES`,
+:func:`family`, :func:`version`), and the model classes :class:`HogDecoder`, :class:`SiftDecoder`,
 :class:`LbpDecoder`, :class:`ConvDecoder`, :class:`FcDecoder`.
 
 References
@@ -58,6 +59,8 @@ from torch import nn
 from pipeline.errors import ConfigError
 
 __all__ = [
+    "FAMILIES",
+    "FAMILY_VERSIONS",
     "LEAKY_SLOPE",
     "TARGETS",
     "ConvDecoder",
@@ -66,10 +69,12 @@ __all__ = [
     "LbpDecoder",
     "SiftDecoder",
     "build",
+    "family",
     "input_shape",
     "output_size",
     "parameter_count",
     "scaled",
+    "version",
 ]
 
 #: Negative slope of every leaky ReLU (SPEC §4, supplement p. 1).
@@ -91,6 +96,14 @@ FC_HIDDEN = 4096
 #: ``fc3``'s output is reshaped to (FC_RESHAPE_CHANNELS, 4, 4) (Table 6: 4×4×256).
 FC_RESHAPE_CHANNELS = 256
 FC_RESHAPE_SIZE = 4
+
+#: Version of each decoder family, one per network class below: ``hog`` (HogDecoder),
+#: ``sift`` (SiftDecoder), ``lbp`` (LbpDecoder), ``conv`` (ConvDecoder: conv1..conv5) and
+#: ``fc`` (FcDecoder: fc6..fc8). Bump a family's number whenever its decoders compute
+#: something else from the same seed, input and ``width`` (layers, channels, paddings,
+#: activations, initialisation, parameter names): checkpoints record it and are refused by
+#: another version, and ``tests/test_golden.py`` fails on an output change without a bump.
+FAMILY_VERSIONS: dict[str, int] = {"hog": 1, "sift": 1, "lbp": 1, "conv": 1, "fc": 1}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -381,24 +394,33 @@ class _Entry:
     input_shape: tuple[int, ...]  # per-sample feature shape, channels first
     output_size: int  # side of the square output image
     make: Callable[..., nn.Module]  # make(in_channels, width=...) -> decoder
+    family: str  # key of FAMILY_VERSIONS: the network class that make builds
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "hog": _Entry((31, 32, 32), 256, HogDecoder),
-    "sift": _Entry((133, 64, 64), 256, SiftDecoder),
-    "lbp": _Entry((58, 16, 16), 256, LbpDecoder),
-    "conv1": _Entry((96, 27, 27), 216, partial(ConvDecoder, num_upconvs=3)),  # 27·2³
-    "conv2": _Entry((256, 13, 13), 208, partial(ConvDecoder, num_upconvs=4)),  # 13·2⁴
-    "conv3": _Entry((384, 13, 13), 208, partial(ConvDecoder, num_upconvs=4)),
-    "conv4": _Entry((384, 13, 13), 208, partial(ConvDecoder, num_upconvs=4)),
-    "conv5": _Entry((256, 6, 6), 192, partial(ConvDecoder, num_upconvs=5)),  # 6·2⁵
-    "fc6": _Entry((4096,), 128, FcDecoder),  # 4·2⁵
-    "fc7": _Entry((4096,), 128, FcDecoder),
-    "fc8": _Entry((1000,), 128, FcDecoder),
+    "hog": _Entry((31, 32, 32), 256, HogDecoder, "hog"),
+    "sift": _Entry((133, 64, 64), 256, SiftDecoder, "sift"),
+    "lbp": _Entry((58, 16, 16), 256, LbpDecoder, "lbp"),
+    "conv1": _Entry((96, 27, 27), 216, partial(ConvDecoder, num_upconvs=3), "conv"),  # 27·2³
+    "conv2": _Entry((256, 13, 13), 208, partial(ConvDecoder, num_upconvs=4), "conv"),  # 13·2⁴
+    "conv3": _Entry((384, 13, 13), 208, partial(ConvDecoder, num_upconvs=4), "conv"),
+    "conv4": _Entry((384, 13, 13), 208, partial(ConvDecoder, num_upconvs=4), "conv"),
+    "conv5": _Entry((256, 6, 6), 192, partial(ConvDecoder, num_upconvs=5), "conv"),  # 6·2⁵
+    "fc6": _Entry((4096,), 128, FcDecoder, "fc"),  # 4·2⁵
+    "fc7": _Entry((4096,), 128, FcDecoder, "fc"),
+    "fc8": _Entry((1000,), 128, FcDecoder, "fc"),
 }
 
 #: Every representation a decoder can be built for.
 TARGETS: tuple[str, ...] = tuple(_REGISTRY)
+
+#: Decoder family -> its targets, in :data:`TARGETS` order.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    name: tuple(t for t, e in _REGISTRY.items() if e.family == name) for name in FAMILY_VERSIONS
+}
+assert sorted(t for ts in FAMILIES.values() for t in ts) == sorted(TARGETS), (
+    "every decoder target needs a family in FAMILY_VERSIONS"
+)
 
 
 def _entry(target: str) -> _Entry:
@@ -446,6 +468,54 @@ def input_shape(target: str, *, in_channels: int | None = None) -> tuple[int, ..
     """
     shape = _entry(target).input_shape
     return (_parse_in_channels(in_channels, shape[0]), *shape[1:])
+
+
+def family(target: str) -> str:
+    """Name of the decoder family of ``target``, a key of :data:`FAMILY_VERSIONS`.
+
+    Parameters
+    ----------
+    target : str
+        One of :data:`TARGETS`.
+
+    Returns
+    -------
+    family : str
+        ``"hog"``, ``"sift"``, ``"lbp"``, ``"conv"`` (conv1..conv5) or ``"fc"`` (fc6..fc8).
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``target``.
+    """
+    return _entry(target).family
+
+
+def version(target: str) -> int:
+    """Version of the decoder family that :func:`build` makes for ``target``.
+
+    Parameters
+    ----------
+    target : str
+        One of :data:`TARGETS`.
+
+    Returns
+    -------
+    version : int
+        ``FAMILY_VERSIONS[family(target)]``, bumped whenever the family's decoders compute
+        something else (:data:`FAMILY_VERSIONS`); all targets of a family share it.
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``target``.
+
+    Examples
+    --------
+    >>> version("conv3") == FAMILY_VERSIONS["conv"]
+    True
+    """
+    return FAMILY_VERSIONS[family(target)]
 
 
 def output_size(target: str) -> int:

@@ -8,9 +8,11 @@ and a non-zero exit; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "CorruptStoreError",
     "ExtractionError",
+    "ExtractionFailedError",
     "ImageSourceError",
     "IncompatibleStoreError",
     "PipelineError",
@@ -62,3 +64,12 @@ class ExtractionError(PipelineError):
 
 class WeightsError(PipelineError):
     """A weight file of the wrong architecture, with missing or misshaped tensors."""
+
+
+class CheckpointError(PipelineError):
+    """A checkpoint or model file that cannot be read (truncated, corrupt) or belongs to
+    another run."""
+
+
+class ExtractionFailedError(PipelineError):
+    """Too many images failed in an extractor: a bug, not bad data (``max_failure_rate``)."""

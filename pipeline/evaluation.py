@@ -5,7 +5,7 @@ images of ``||x - x̂||₂`` divided by the mean ``||x_i - x_j||₂`` over pairs
 images (so 1.0 is as far as a random other test image). SSIM and PSNR are reported beside it.
 Pixels are compared in [0, 1] at the decoder's output size (256 for HOG/SIFT/LBP, the 227
 centre crop resized to 216/208/192/128 for AlexNet layers; see
-:func:`pipeline.training.target_images`).
+:func:`pipeline.pixels.target_images`).
 
 Reconstructions are written to a store (kind ``reconstructions``) so that figures and the
 report read them instead of recomputing.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import alexnet
-from pipeline.errors import IncompatibleStoreError
+from pipeline import features
+from pipeline.checkpoints import load_decoder, read_model_file
+from pipeline.devices import resolve_device
+from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError
 from pipeline.loader import usable_indices
+from pipeline.pixels import PIXEL_OFFSET, target_images
 from pipeline.store import (
     ArraySpec,
     StoreWriter,
@@ -33,13 +36,6 @@ from pipeline.store import (
     identity_of,
     open_store,
     write_shard,
-)
-from pipeline.training import (
-    PIXEL_OFFSET,
-    load_decoder,
-    load_encoder,
-    resolve_device,
-    target_images,
 )
 
 __all__ = [
@@ -105,7 +101,10 @@ def normalised_error(
     x_hat = x_hat.reshape(len(x_hat), -1).astype(np.float64)
     r = x if reference is None else reference.reshape(len(reference), -1).astype(np.float64)
     if len(r) < 2:
-        raise ValueError("the normalised error needs at least two reference images")
+        raise ConfigError(
+            "the normalised error needs at least two reference images; give the test split "
+            "more images (prepare.test_samples or prepare.test_fraction)"
+        )
     num = np.linalg.norm(x - x_hat, axis=1).mean()
     sq = (r**2).sum(axis=1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * r @ r.T, 0.0)
@@ -188,11 +187,16 @@ def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
 
 @dataclass
 class Decoded:
-    """A trained inverter: decoder, optional encoder, and how to get its input features."""
+    """A trained inverter: decoder, and how to get its input features.
+
+    ``encoder`` computes features on the device: the trained AlexNet of an autoencoder, or
+    the extractor of a decoder trained on online features; ``None`` when the decoder was
+    trained on a feature store (its features come from that store).
+    """
 
     target: str
     decoder: torch.nn.Module
-    encoder: torch.nn.Module | None
+    encoder: Callable[[torch.Tensor], torch.Tensor] | None
     config: dict[str, Any]
     device: torch.device
 
@@ -204,16 +208,11 @@ class Decoded:
     def random_weights(self) -> bool:
         return bool(self.config.get("random_weights"))
 
+    @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of (B, 3, 256, 256) uint8 images with the (trained) encoder."""
+        """Features of (B, 3, 256, 256) uint8 images on the device, with ``encoder``."""
         assert self.encoder is not None
-        arch = self.config["params"]["arch"]
-        images = x.permute(0, 2, 3, 1).float() / 255.0
-        with torch.no_grad():
-            out = self.encoder.forward_layers(  # type: ignore[operator]
-                alexnet.preprocess(images, arch), [self.target]
-            )
-            return out[self.target]
+        return self.encoder(x.to(self.device))
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor) -> torch.Tensor:
@@ -223,11 +222,31 @@ class Decoded:
 
 
 def load_inverter(model_path: str | Path, *, device: str = "auto") -> Decoded:
-    """A trained decoder (and, in autoencoder mode, its encoder) ready to decode."""
+    """A trained decoder, with its encoder where it needs one, ready to decode.
+
+    Autoencoders get their trained AlexNet back (the network is built without reading its
+    initial weights, then loaded from ``model.pt``); decoders trained on online features get
+    the extractor with the parameters they were trained with.
+    """
     dev = resolve_device(device)
     decoder, config = load_decoder(model_path, device=dev)
-    encoder = load_encoder(model_path, device=dev)
-    return Decoded(config["target"], decoder, encoder, config, dev)
+    target = config["target"]
+    encoder = None
+    online = config["params"]["mode"] == "autoencoder" or config["params"].get("online")
+    if online:
+        extractor = features.get(target)
+        assert extractor.on_device is not None, target
+        params = features.parse_params(target, config.get("feature_params") or {})
+        blob, _ = read_model_file(model_path)
+        run = extractor.on_device(params, dev, pretrained="encoder" not in blob)
+        if "encoder" in blob:
+            if run.network is None:
+                raise CheckpointError(f"{str(model_path)!r}: {target} has no network to load")
+            run.network.load_state_dict(blob["encoder"])
+        if run.network is not None:
+            run.network.eval()
+        encoder = run.encode
+    return Decoded(target, decoder, encoder, config, dev)
 
 
 def decode_features(inv: Decoded, features: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -255,8 +274,7 @@ def test_batches(
     images = open_store(images_path, kind="images")
     idx = usable_indices(images_path, "test")
     store_feats = None
-    online = inv.encoder is not None or inv.config["params"].get("online")
-    if not online:
+    if inv.encoder is None:
         if features_path is None:
             raise IncompatibleStoreError(f"{inv.target} was trained on a feature store: pass it")
         fs = open_store(features_path, kind="features")
@@ -279,12 +297,8 @@ def test_batches(
             f = torch.from_numpy(
                 np.stack([store_feats[int(k) : int(k) + 1][0] for k in sel]).astype(np.float32)
             )
-        elif inv.encoder is not None:
-            f = inv.encode(x.to(inv.device))
-        else:  # online hog
-            from pipeline.features.hog import hog_torch
-
-            f = hog_torch(x.float() / 255.0)
+        else:  # autoencoder or online features
+            f = inv.encode(x)
         yield sel, f, x
 
 

@@ -12,7 +12,10 @@ valid      (N,) uint8                   0 where the image was skipped or failed
 =========  ===========================  =============================================
 
 A failure on one image is recorded (index, id, error) in the store's attrs ``failures`` and
-its features left zero; it never stops the run.
+its features left zero (``valid`` 0). Above ``max_failure_rate`` of the usable images the
+stage stops instead, naming the first failures: an extractor that fails that often has a
+bug, and zeros must not pass as data. The shards without failures are kept; those with
+failures are written again by the next run.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ import numpy as np
 
 from pipeline import features
 from pipeline.config import as_dict, parse
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ExtractionFailedError
+from pipeline.provenance import feature_provenance
 from pipeline.runner import RunnerParams, run_shards
 from pipeline.store import (
     ArraySpec,
-    Store,
     StoreWriter,
     combine_hashes,
     content_digest,
@@ -45,9 +48,6 @@ __all__ = [
     "ExtractParams",
     "extract_store",
     "extract_stores",
-    "feature_provenance",
-    "identity_params",
-    "open_feature_store",
     "parse_extract_section",
 ]
 
@@ -77,15 +77,23 @@ class ExtractParams:
         ``cuda``. Shallow features run on the CPU workers.
     runner : RunnerParams
         Local Dask parallelism.
+    max_failure_rate : float
+        Share of the usable images an extractor may fail on (each recorded and zeroed);
+        above it the stage stops with an error naming the first failures.
     """
 
     chunk_size: int | None = None
     device: str = "auto"
     runner: RunnerParams = field(default_factory=RunnerParams)
+    max_failure_rate: float = 0.01
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1 or null, got {self.chunk_size}")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ConfigError(
+                f"extract.max_failure_rate must be in [0, 1], got {self.max_failure_rate}"
+            )
 
     def chunk_for(self, codec: str, shard: int) -> int:
         """Samples per chunk of a feature array stored with ``codec`` in shards of ``shard``.
@@ -133,59 +141,6 @@ def parse_extract_section(
         features.parse_params(member, sub)
     feature_params = features.parse_params(name, feature_sections.get(features.get(name).section))
     return runner, feature_params
-
-
-def identity_params(params: Any) -> dict[str, Any]:
-    """The parameters that decide the numbers (``NOT_IN_PROVENANCE`` fields left out)."""
-    skip = getattr(params, "NOT_IN_PROVENANCE", ())
-    return {k: v for k, v in as_dict(params).items() if k not in skip}
-
-
-def feature_provenance(name: str, params: Any, images: Store) -> dict[str, Any]:
-    """What makes feature store ``name``: extractor, its version and params, the input."""
-    extractor = features.get(name)
-    return {
-        "kind": "features",
-        "stage": "extract",
-        "producer": name,
-        "extractor_version": extractor.version,
-        "params": identity_params(params),
-        **extractor.describe(params),
-        "input_fingerprint": images.fingerprint,
-        "image_size": list(images.array("images").shape[1:3]),
-        "dims": ["sample", *extractor.dims],
-    }
-
-
-def open_feature_store(
-    path: str | Path, name: str, params: Any | None = None, *, images: Store | None = None
-) -> Store:
-    """Open feature store ``name`` and refuse one made differently.
-
-    Parameters
-    ----------
-    path : str or Path
-    name : str
-        The feature the store must hold.
-    params : params dataclass, optional
-        The parameters it must have been made with (e.g. from ``params.yaml``).
-    images : Store, optional
-        The image store it must have been made from.
-
-    Raises
-    ------
-    IncompatibleStoreError
-        Another feature, other parameters, another extractor version or another input.
-    """
-    expect: dict[str, Any] = {
-        "producer": name,
-        "extractor_version": features.get(name).version,
-    }
-    if params is not None:
-        expect["params"] = identity_params(params)
-    if images is not None:
-        expect["input_fingerprint"] = images.fingerprint
-    return open_store(path, kind="features", expect=expect)
 
 
 def _extract_shard(
@@ -275,6 +230,32 @@ def _extract_shard(
             {"failures": failures, "hash": digest},
         )
     return {"failures": len(failures)}
+
+
+def _check_failures(name: str, writer: StoreWriter, usable: int, max_rate: float) -> None:
+    """Stop when the extractor failed on more than ``max_rate`` of the usable images.
+
+    The shards with failures are marked to be written again (after a fix, a rerun redoes
+    only them); the others are kept.
+
+    Raises
+    ------
+    ExtractionFailedError
+        Naming the failure count, the rate and the first failures.
+    """
+    meta = writer.shard_meta()
+    failures = [f for m in meta for f in m["failures"]]
+    if not failures or len(failures) <= max_rate * usable:
+        return
+    writer.redo_shards([i for i, m in enumerate(meta) if m["failures"]])
+    first = "\n  ".join(f"{f['id']}: {f['error']}" for f in failures[:5])
+    raise ExtractionFailedError(
+        f"extract {name} failed on {len(failures)} of {usable} images "
+        f"({len(failures) / max(usable, 1):.1%}, above extract.max_failure_rate "
+        f"{max_rate:.1%}): a bug in the extractor or its parameters, not bad images. "
+        f"First failures:\n  {first}\n"
+        "Fix the cause and rerun: the shards without failures are kept."
+    )
 
 
 def extract_store(
@@ -430,6 +411,9 @@ def extract_stores(
             scheduler_address=scheduler_address,
             desc=f"extract {label}",
         )
+        usable = int(np.count_nonzero(images.array("valid")[:]))
+        for name, writer in todo.items():
+            _check_failures(name, writer, usable, run.max_failure_rate)
         result = {}
         for name, writer in writers.items():
             if writer.up_to_date:

@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 #: Split codes of the ``split`` array.
 SPLITS = ("train", "test")
 
+#: Version of the rendering (decode, convert, crop, flip, resize): bumped whenever the pixels
+#: rendered from the same source record change. Part of every image store's provenance, and
+#: ``tests/test_golden.py`` fails on a change of rendered pixels without a bump.
+RENDER_VERSION = 1
+
 #: Colour photographs inside scikit-image (no download). The two stereo_motorcycle views
 #: are one source photograph, so they always land in the same split.
 SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
@@ -576,6 +581,7 @@ def prepare(
     provenance = {
         "kind": "images",
         "stage": "prepare",
+        "version": RENDER_VERSION,
         "producer": info["kind"],
         "source": source,
         "params": {k: v for k, v in as_dict(params).items() if k not in ("runner", "strict")},

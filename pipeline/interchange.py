@@ -454,14 +454,14 @@ def _import_export(
                 f"the export recorded {spec.shape}; the file was changed after export"
             )
     expected = {s.name: [h.decode() for h in f[_HASH_GROUP][s.name][:]] for s in specs}
-    code_version = provenance.pop("code_version", None)  # StoreWriter sets the current one
+    store_format = provenance.pop("store_format", None)  # StoreWriter sets the current one
     with StoreWriter(out_store, provenance, specs, overwrite=overwrite, wait=wait) as writer:
-        if code_version != writer.provenance["code_version"]:
+        if store_format != writer.provenance["store_format"]:
             log.warning(
-                "%s was exported by code version %s; the imported store records %s",
+                "%s was exported from store format %s; the imported store records %s",
                 path,
-                code_version,
-                writer.provenance["code_version"],
+                store_format,
+                writer.provenance["store_format"],
             )
         if writer.up_to_date:
             return writer.out
@@ -483,12 +483,12 @@ def _import_export(
         out = writer.finalize(fingerprint=str(attrs["fingerprint"]), attrs=extra)
     if writer.identity != attrs.get("identity"):
         log.warning(
-            "%s: the imported store's identity differs from the original's (code version %s, "
+            "%s: the imported store's identity differs from the original's (store format %s, "
             "original %s; or a layout this code does not reproduce); its arrays, provenance "
             "parameters and fingerprint are the original's",
             out,
-            writer.provenance["code_version"],
-            code_version,
+            writer.provenance["store_format"],
+            store_format,
         )
     return out
 

@@ -12,7 +12,7 @@ AlexNet's :meth:`~pipeline.alexnet.AlexNetBase.forward_layers` for ``conv1`` .. 
 (:func:`feature_function`). LBP and SIFT are not differentiable and have no baseline
 (SPEC §6). :func:`invert` optimises a batch of images at once, each with its own objective;
 :func:`invert_target` goes from uint8 images to reconstructions in the pipeline's pixel
-convention, comparable with the decoders' (:func:`pipeline.training.target_images`).
+convention, comparable with the decoders' (:func:`pipeline.pixels.target_images`).
 
 Public API: :class:`InversionParams`, :func:`invert`, :func:`feature_function`,
 :func:`invert_target`, :func:`to_target_convention`, :func:`default_lambda_tv` and the
@@ -87,9 +87,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pipeline import alexnet, decoders
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, ExtractionError
 from pipeline.features.hog import HogParams, hog_torch
-from pipeline.training import ALEXNET_CROP, PIXEL_OFFSET, resolve_device, target_images
+from pipeline.pixels import ALEXNET_CROP, PIXEL_OFFSET, target_images
 
 __all__ = [
     "IMAGE_SIZE",
@@ -510,7 +511,7 @@ def feature_function(
 
 
 def to_target_convention(reconstruction: Tensor, target: str) -> Tensor:
-    """A reconstruction in [0, 1] as :func:`~pipeline.training.target_images` makes targets.
+    """A reconstruction in [0, 1] as :func:`~pipeline.pixels.target_images` makes targets.
 
     Parameters
     ----------
@@ -570,7 +571,7 @@ def invert_target(
     -------
     (B, 3, S_out, S_out) ndarray of float32
         Reconstructions as ``x - 0.5`` at ``decoders.output_size(target)``, the crop and
-        resize of :func:`pipeline.training.target_images`: directly comparable with the
+        resize of :func:`pipeline.pixels.target_images`: directly comparable with the
         decoders' outputs and targets.
     """
     images = np.asarray(images)

@@ -29,7 +29,6 @@ with ``wait=False``) instead of corrupting the first.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import fcntl
 import functools
@@ -48,7 +47,6 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from pipeline import __version__
 from pipeline.errors import CorruptStoreError, IncompatibleStoreError, StoreBusyError, StoreError
 from pipeline.shards import ShardLayout, ShardReader, crc32c_of, write_shard_file
 
@@ -556,7 +554,7 @@ class StoreWriter:
         self.num_samples = n
         self.shard_size = shard
         self.num_shards = max(1, -(-n // shard))
-        self.provenance = {**dict(provenance), "code_version": __version__}
+        self.provenance = {**dict(provenance), "store_format": STORE_FORMAT}
         layout = [
             {
                 "name": a.name,
@@ -696,6 +694,15 @@ class StoreWriter:
         markers = self.scratch / _SHARDS_DIR
         return [json.loads((markers / f"{i}.json").read_text()) for i in range(self.num_shards)]
 
+    def redo_shards(self, indices: Sequence[int]) -> None:
+        """Forget that shards ``indices`` are finished: the next run writes them again.
+
+        Their data files stay until overwritten; the other shards are kept.
+        """
+        markers = self.scratch / _SHARDS_DIR
+        for i in indices:
+            (markers / f"{i}.json").unlink(missing_ok=True)
+
     def write_small(self, name: str, data: np.ndarray) -> None:
         """Write an unsharded array (ids, labels) whole, from the coordinating process."""
         array = zarr.open_array(self.scratch / name, mode="r+")
@@ -751,7 +758,6 @@ class StoreWriter:
                 "fingerprint": fingerprint,
                 "num_samples": self.num_samples,
                 "shard_size": self.shard_size,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "complete": True,
             }
         )

@@ -1,18 +1,24 @@
 """Train a decoder to invert a representation (``invert train TARGET``), SPEC §5.
 
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
-trains (mode ``fixed``). Batches stream from the stores (:mod:`pipeline.loader`) or, with
-``online: true``, the features are computed from the images on the training device.
+trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). Batches
+stream from the stores (:mod:`pipeline.loader`) or, with ``online: true``, the features are
+computed from the images on the training device by the target's extractor
+(:attr:`pipeline.features.base.Extractor.on_device`).
+
+The pieces, as in the torchvision reference scripts: :func:`train_step` (one optimiser
+step), :func:`evaluate_loss` (the test loss), and :func:`train`, which wires the inputs,
+the model, the optimiser, checkpoints (:mod:`pipeline.checkpoints`) and the outputs.
 
 Checkpoints are written every ``checkpoint_every`` steps into a folder named by the hash of
-everything that determines the weights (target, decoder, optimiser settings, seed, loader,
-input stores): a run that is killed and started again with the same inputs resumes from the
-last good checkpoint and reaches the same weights as an uninterrupted run (deterministic on
-the CPU). Checkpoints hold tensors and plain data only and are loaded with
-``torch.load(..., weights_only=True)``.
+everything that determines the weights (target, decoder and its version, optimiser settings,
+seed, loader, feature parameters, input stores): a run that is killed and started again with
+the same inputs resumes from the last good checkpoint and reaches the same weights as an
+uninterrupted run (deterministic on the CPU), and ``model.pt`` is byte-identical.
 
 Outputs: ``OUT/model.pt`` (weights + config), ``OUT/config.json``, a metrics JSON for
-``dvc metrics show`` and a loss-curve CSV for ``dvc plots show``.
+``dvc metrics show`` and a loss-curve CSV for ``dvc plots show``. Run-time facts (samples
+per second, how long) go to the log only, so the outputs depend on the inputs alone.
 
 References
 ----------
@@ -27,7 +33,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,34 +45,26 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline import __version__, alexnet, decoders
+from pipeline import decoders, features
+from pipeline.checkpoints import checkpoint_files, load_checkpoint, save_atomic
 from pipeline.config import as_dict, parse
+from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
 from pipeline.loader import LoaderParams, StoreStream, make_loader
-from pipeline.store import identity_of, open_store
+from pipeline.pixels import target_images
+from pipeline.provenance import identity_params, open_feature_store
+from pipeline.store import Store, identity_of, open_store
 
 __all__ = [
     "TrainParams",
     "TrainResult",
-    "load_decoder",
-    "load_encoder",
+    "evaluate_loss",
     "parse_train_section",
-    "resolve_device",
-    "target_images",
     "train",
+    "train_step",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Pixel targets are x / 255 - 0.5: zero-centred, so the decoder's last (linear) layer
-#: starts near the mean image.
-PIXEL_OFFSET = 0.5
-#: AlexNet targets: the centre crop the network saw (SPEC §1).
-ALEXNET_CROP = 227
-
-
-class CheckpointError(PipelineError):
-    """A checkpoint that cannot be read (truncated, corrupt) or belongs to another run."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +99,6 @@ class TrainParams:
     online : bool
         Compute the features from the images on the training device instead of reading a
         feature store (the sane choice for CONV1 at ImageNet scale).
-    arch, weights : str
-        The AlexNet of online AlexNet features and of the autoencoder's encoder (its
-        initialisation). With a feature store, the store's provenance names the network.
     eval_batches : int
         Test-split batches averaged for the final ``test_loss``.
     loader : LoaderParams
@@ -123,8 +117,6 @@ class TrainParams:
     seed: int = 0
     device: str = "auto"
     online: bool = False
-    arch: str = "caffenet"
-    weights: str = "random:0"
     eval_batches: int = 4
     loader: LoaderParams = field(default_factory=LoaderParams)
 
@@ -198,50 +190,6 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     return parse(TrainParams, merged, section=f"train.{target}")
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given (checked)."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} asked for but CUDA is not available; use auto or cpu")
-    return device
-
-
-def target_images(x: torch.Tensor, target: str) -> torch.Tensor:
-    """The reconstruction target of a batch of images (SPEC §4).
-
-    Parameters
-    ----------
-    x : (B, 3, 256, 256) Tensor of uint8
-        Images of the image store.
-    target : str
-
-    Returns
-    -------
-    (B, 3, S, S) Tensor of float32
-        ``x / 255 - 0.5`` at the decoder's output size S: the image itself for the shallow
-        features (256); for AlexNet layers the 227 centre crop the network saw, resized with
-        antialiasing to 216 / 208 / 192 / 128.
-    """
-    y = x.float() / 255.0 - PIXEL_OFFSET
-    size = decoders.output_size(target)
-    if target in ("hog", "sift", "lbp"):
-        return (
-            y
-            if y.shape[-1] == size
-            else F.interpolate(
-                y, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-            )
-        )
-    top = (y.shape[-2] - ALEXNET_CROP) // 2
-    left = (y.shape[-1] - ALEXNET_CROP) // 2
-    crop = y[..., top : top + ALEXNET_CROP, left : left + ALEXNET_CROP]
-    return F.interpolate(
-        crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """Where a training run left its outputs and its final figures."""
@@ -250,115 +198,174 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-# -- online features ----------------------------------------------------------------------
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
 def _online_encoder(
-    target: str, params: TrainParams, feature_params: Mapping[str, Any], device: torch.device
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module | None]:
-    """Features of uint8 image batches computed on their device.
-
-    Returns the function and, for AlexNet layers, the network (trainable in autoencoder
-    mode, frozen otherwise).
-    """
-    if target == "hog" and params.mode == "fixed":
-        from pipeline.features.hog import HogParams, hog_torch
-
-        hp = parse(HogParams, feature_params, section="extract.hog")
-        return (lambda x: hog_torch(x.float() / 255.0, hp)), None
-    if target in alexnet.LAYERS:
-        net = alexnet.build(params.arch, weights=params.weights).to(device)
+    target: str, params: TrainParams, feature_params: Any, device: torch.device
+) -> tuple[Encoder, nn.Module | None]:
+    """The target's extractor on ``device``: trainable in autoencoder mode, frozen otherwise."""
+    extractor = features.get(target)
+    if extractor.on_device is None or (params.mode == "autoencoder" and extractor.family is None):
+        what = "an autoencoder" if params.mode == "autoencoder" else "online features"
+        raise ConfigError(
+            f"{what} is not available for {target!r} (AlexNet layers"
+            f"{'' if params.mode == 'autoencoder' else ' and hog'} only); extract a feature "
+            "store and set online: false, mode: fixed"
+        )
+    run = extractor.on_device(feature_params, device)
+    net: nn.Module | None = run.network
+    if net is not None:
         trainable = params.mode == "autoencoder"
         net.train(trainable)
         for p in net.parameters():
             p.requires_grad_(trainable)
-
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            # (B, 3, 256, 256) uint8 -> the network's crop -> (B, C, h, w) or (B, C)
-            images = x.permute(0, 2, 3, 1).float() / 255.0  # (B, H, W, 3) in [0, 1]
-            return net.forward_layers(alexnet.preprocess(images, params.arch), [target])[target]
-
-        return encode, net
-    what = "an autoencoder" if params.mode == "autoencoder" else "online features"
-    raise ConfigError(
-        f"{what} is not available for {target!r} (AlexNet layers only"
-        f"{'' if params.mode == 'autoencoder' else ' and hog'}); extract a feature store and "
-        "set online: false, mode: fixed"
-    )
+    return run.encode, net
 
 
-# -- checkpoints --------------------------------------------------------------------------
-def _save_atomic(obj: Mapping[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(dict(obj), tmp)
-    os.replace(tmp, path)
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-
-
-def _load_checkpoint(folder: Path, identity: str) -> dict[str, Any] | None:
-    """The newest readable checkpoint of this run; a corrupt newest one falls back to older."""
-    for path in reversed(_checkpoints(folder)):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-            log.warning("checkpoint %s is unreadable (%s); trying an older one", path, err)
-            continue
-        if ckpt.get("identity") != identity:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} belongs to another run; delete {str(folder)!r}"
-            )
-        return dict(ckpt)
-    if _checkpoints(folder):
-        raise CheckpointError(
-            f"no readable checkpoint in {str(folder)!r} (all truncated or corrupt); delete the "
-            "folder to train from scratch"
+def _open_features(
+    target: str, features_path: str | Path | None, feature_params: Any, images: Store
+) -> Store:
+    """The target's feature store, refused unless made with ``feature_params`` from ``images``."""
+    if features_path is None:
+        raise ConfigError(f"train {target}: give --features STORE or set online: true")
+    store = open_feature_store(features_path, target, feature_params, images=images)
+    shape = store.array("features").shape[1:]
+    expected = decoders.input_shape(target)
+    if tuple(shape[1:]) != tuple(expected[1:]):
+        raise IncompatibleStoreError(
+            f"feature store {str(features_path)!r} holds {shape} per sample; the {target} "
+            f"decoder takes {expected}: the images must be 256x256 with the paper's cell size"
         )
-    return None
+    return store
 
 
-def load_encoder(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module | None:
-    """The trained AlexNet encoder of an autoencoder ``model.pt`` (``None`` for fixed mode)."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if "encoder" not in blob:
-        return None
-    config = json.loads(blob["config"])
-    net = alexnet.build(config["params"]["arch"], weights="random:0")
-    net.load_state_dict(blob["encoder"])
-    return net.to(device).eval()
+def train_step(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    feats: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    encoder: Encoder | None = None,
+    images: torch.Tensor | None = None,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> float:
+    """One Adam step on the pixel MSE (SPEC §5).
 
-
-def load_decoder(
-    path: str | Path, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a trained decoder (``model.pt``) without executing code.
+    Parameters
+    ----------
+    net : nn.Module
+        The decoder (or its DDP wrapper).
+    opt : torch.optim.Optimizer
+    feats : (B, ...) Tensor or None
+        Input features on the device (ignored when ``encoder`` is given).
+    targets : (B, 3, S, S) Tensor of float32
+        :func:`pipeline.pixels.target_images` of the batch.
+    encoder : callable, optional
+        A trainable encoder (autoencoder mode) applied to ``images`` inside the graph.
+    images : (B, 3, 256, 256) Tensor of uint8, optional
+        The encoder's input.
+    autocast : context manager, optional
+        bf16 autocast on CUDA.
 
     Returns
     -------
-    model : nn.Module
-        In eval mode.
-    config : dict
-        The effective training config and provenance it was trained with.
+    float
+        The batch loss before the step.
     """
-    path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"cannot read decoder {str(path)!r}: {err}; retrain it") from err
-    config = json.loads(blob["config"])
-    model = decoders.build(
-        config["target"], width=config["params"]["width"], in_channels=config.get("in_channels")
-    )
-    try:
-        model.load_state_dict(blob["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"decoder {str(path)!r} does not match its config: {err}") from err
-    return model.to(device).eval(), config
+    with autocast or contextlib.nullcontext():
+        if encoder is not None:
+            assert images is not None
+            feats = encoder(images)  # the encoder trains with the decoder
+        out = net(feats)  # (B, 3, S, S)
+        loss = F.mse_loss(out.float(), targets)
+    if not torch.isfinite(loss):
+        raise PipelineError(f"loss became {loss.item()}; lower lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.item())
 
 
-# -- the loop -----------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    target: str,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    params: TrainParams,
+    device: torch.device,
+    encoder: Encoder | None,
+) -> float | None:
+    """Mean pixel MSE over the first ``eval_batches`` test batches (a fixed order).
+
+    Returns ``None`` when ``eval_batches`` is 0 or the store has no usable test split.
+    """
+    if params.eval_batches == 0:
+        return None
+    loader_params = replace(params.loader, workers=0)
+    try:
+        stream = StoreStream(
+            images_path,
+            features_path,
+            split="test",
+            batch_size=min(params.batch_size, 16),
+            params=loader_params,
+            seed=12345,
+        )
+    except PipelineError as err:
+        log.warning("no test loss: %s", err)
+        return None
+    model.eval()
+    losses = []
+    for k, (feats, x) in enumerate(stream):
+        if k == params.eval_batches:
+            break
+        x = x.to(device)
+        f = encoder(x) if encoder is not None else feats.to(device).float()
+        losses.append(float(F.mse_loss(model(f).float(), target_images(x, target))))
+    model.train()
+    return float(np.mean(losses)) if losses else None
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(world size, rank, device) under torchrun (one process per GPU, or gloo on CPUs)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, rank, device
+
+
 def _batches(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     yield from loader
+
+
+def _write_outputs(
+    out: Path,
+    blob: Mapping[str, Any],
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    curve: list[list[float]],
+    metrics_path: str | Path | None,
+    plots_path: str | Path | None,
+) -> None:
+    """``model.pt``, ``config.json``, the metrics JSON and the loss CSV."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic(blob, out / "model.pt")
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if metrics_path is not None:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    if plots_path is not None:
+        Path(plots_path).parent.mkdir(parents=True, exist_ok=True)
+        lines = ["step,loss"] + [f"{s},{v:.6g}" for s, v in curve]
+        Path(plots_path).write_text("\n".join(lines) + "\n")
 
 
 def train(
@@ -369,7 +376,7 @@ def train(
     out: str | Path,
     checkpoints: str | Path,
     params: TrainParams,
-    feature_params: Mapping[str, Any] | None = None,
+    feature_params: Any | None = None,
     metrics_path: str | Path | None = None,
     plots_path: str | Path | None = None,
     progress: bool = True,
@@ -383,15 +390,16 @@ def train(
     images_path : str or Path
         The image store (targets, and inputs of online features).
     features_path : str or Path or None
-        The feature store of ``target``; ``None`` with ``params.online``.
+        The feature store of ``target``; ``None`` with ``params.online`` or an autoencoder.
     out : str or Path
         Folder for ``model.pt`` and ``config.json``.
     checkpoints : str or Path
         Parent folder of the checkpoint folders (one per run identity).
     params : TrainParams
-    feature_params : mapping, optional
-        The extractor's parameters: the feature store must have been made with them; with
-        ``online`` they configure the on-device extractor.
+    feature_params : params dataclass or mapping, optional
+        The target extractor's parameters (``extract.hog``, ``extract.alexnet``, ...; the
+        paper's defaults when omitted): the feature store must have been made with them;
+        online and in autoencoder mode they configure the extractor on the device.
     metrics_path, plots_path : str or Path, optional
         Metrics JSON and loss-curve CSV.
     progress : bool
@@ -401,59 +409,39 @@ def train(
     -------
     TrainResult
     """
-    device = resolve_device(params.device)
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1:  # started by torchrun: one process per GPU (or CPU process with gloo)
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if target not in decoders.TARGETS:
+        raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
+    extractor = features.get(target)
+    if feature_params is None or isinstance(feature_params, Mapping):
+        feature_params = features.parse_params(target, dict(feature_params or {}))
+    world, rank, device = _distributed(resolve_device(params.device))
     images = open_store(images_path, kind="images")
-    feats_store = None
-    in_channels = None
     online = params.online or params.mode == "autoencoder"
+    encoder: Encoder | None = None
     encoder_net: nn.Module | None = None
+    feats_store = None
     if online:
-        encoder, encoder_net = _online_encoder(target, params, feature_params or {}, device)
-        if encoder_net is not None:
-            in_channels = int(alexnet.output_shape(params.arch, target)[0])
+        encoder, encoder_net = _online_encoder(target, params, feature_params, device)
+        in_channels = int(extractor.output_shape(feature_params, 256, 256)[0])
     else:
-        if features_path is None:
-            raise ConfigError(f"train {target}: give --features STORE or set online: true")
-        from pipeline import features as feature_registry
-        from pipeline.extract import open_feature_store
-
-        fp = None
-        if feature_params is not None and target in feature_registry.names():
-            fp = feature_registry.parse_params(target, dict(feature_params))
-        feats_store = open_feature_store(features_path, target, fp, images=images)
-        shape = feats_store.array("features").shape[1:]
-        expected = decoders.input_shape(target)
-        if tuple(shape[1:]) != tuple(expected[1:]):
-            raise IncompatibleStoreError(
-                f"feature store {str(features_path)!r} holds {shape} per sample; the {target} "
-                f"decoder takes {expected}: the images must be 256x256 with the paper's cell size"
-            )
-        in_channels = int(shape[0])
-
+        feats_store = _open_features(target, features_path, feature_params, images)
+        in_channels = int(feats_store.array("features").shape[1])
+    described = extractor.describe(feature_params)
     config = {
         "target": target,
+        "decoder_version": decoders.version(target),
         "params": as_dict(params),
-        "encoder_weights": None
-        if encoder_net is None
-        else alexnet.describe_weights(params.weights),
+        "feature_params": identity_params(feature_params),
+        "extractor_version": extractor.version,
+        "encoder_weights": described.get("weights") if encoder_net is not None else None,
         "random_weights": bool(
-            (encoder_net is not None and alexnet.is_random_weights(params.weights))
-            or (feats_store is not None and feats_store.attrs.get("random_weights"))
+            described.get("random_weights")
+            if online
+            else feats_store is not None and feats_store.attrs.get("random_weights")
         ),
         "in_channels": in_channels,
-        "feature_params": dict(feature_params or {}),
         "images_fingerprint": images.fingerprint,
         "features_fingerprint": None if feats_store is None else feats_store.fingerprint,
-        "code_version": __version__,
     }
     identity = identity_of({**config, "params": params.identity_fields(), "world_size": world})
     ckpt_dir = Path(checkpoints) / f"{target}-{identity[:16]}"
@@ -469,7 +457,7 @@ def train(
     opt = torch.optim.Adam(trainable, lr=params.lr, betas=params.betas)
     sched = torch.optim.lr_scheduler.StepLR(opt, params.lr_decay_every, params.lr_decay)
     step, curve = 0, []
-    ckpt = _load_checkpoint(ckpt_dir, identity)
+    ckpt = load_checkpoint(ckpt_dir, identity)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         if encoder_net is not None and "encoder" in ckpt:
@@ -485,24 +473,22 @@ def train(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    def weights() -> dict[str, Any]:
+        extra = {} if encoder_net is None else {"encoder": encoder_net.state_dict()}
+        return {**extra, "model": model.state_dict(), "config": json.dumps(config)}
+
     def save(at: int) -> None:
         if rank != 0:
             return
-        extra = {} if encoder_net is None else {"encoder": encoder_net.state_dict()}
-        _save_atomic(
-            {
-                **extra,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "step": at,
-                "curve": curve,
-                "identity": identity,
-                "config": json.dumps(config),
-            },
-            ckpt_dir / f"step-{at}.pt",
-        )
-        for old in _checkpoints(ckpt_dir)[:-2]:  # keep the last two: one may be cut short
+        state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": at,
+            "curve": curve,
+            "identity": identity,
+        }
+        save_atomic({**weights(), **state}, ckpt_dir / f"step-{at}.pt")
+        for old in checkpoint_files(ckpt_dir)[:-2]:  # keep the last two: one may be cut short
             old.unlink()
 
     stream = StoreStream(
@@ -538,26 +524,27 @@ def train(
             feats, x = next(batches)
             x = x.to(device, non_blocking=True)
             with torch.no_grad():
-                y = target_images(x, target)
+                y = target_images(x, target)  # (B, 3, S, S)
                 if online and params.mode == "fixed":
-                    f = encoder(x)
+                    assert encoder is not None
+                    feats = encoder(x)
                 elif not online:
-                    f = feats.to(device, non_blocking=True).float()
-            with autocast:
-                if params.mode == "autoencoder":
-                    f = encoder(x)  # the encoder trains with the decoder
-                out_img = net(f)
-                loss = F.mse_loss(out_img.float(), y)
-            if not torch.isfinite(loss):
-                raise PipelineError(
-                    f"train {target}: loss became {loss.item()} at step {step}; lower lr"
+                    feats = feats.to(device, non_blocking=True).float()
+            try:
+                loss = train_step(
+                    net,
+                    opt,
+                    feats,
+                    y,
+                    encoder=encoder if params.mode == "autoencoder" else None,
+                    images=x,
+                    autocast=autocast,
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            except PipelineError as err:
+                raise PipelineError(f"train {target}, step {step}: {err}") from None
             sched.step()
             step += 1
-            running.append(loss.item())
+            running.append(loss)
             if step % params.log_every == 0 or step == params.steps:
                 curve.append([step, float(np.mean(running))])
                 running = []
@@ -572,79 +559,30 @@ def train(
         bar.close()
         del batches, loader
     elapsed = time.perf_counter() - t0
+    if step > n0:  # a run-time fact: logged, never stored in an output
+        log.info(
+            "train %s: %d steps in %.1f s (%.1f samples/s on %s)",
+            target,
+            step - n0,
+            elapsed,
+            (step - n0) * params.batch_size / elapsed,
+            device,
+        )
 
     if rank != 0:
         return TrainResult(Path(out) / "model.pt", {"rank": rank})
     if encoder_net is not None:
         encoder_net.eval()
-    test_loss = _evaluate(
-        model,
-        target,
-        images_path,
-        None if online else features_path,
-        params,
-        device,
-        encoder if online else None,
+    test_loss = evaluate_loss(
+        model, target, images_path, None if online else features_path, params, device, encoder
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    extra = {} if encoder_net is None else {"encoder": encoder_net.state_dict()}
-    _save_atomic(
-        {**extra, "model": model.state_dict(), "config": json.dumps(config)}, out / "model.pt"
-    )
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     metrics = {
         "target": target,
         "steps": step,
         "train_loss": curve[-1][1] if curve else math.nan,
         "test_loss": test_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "samples_per_s": (step - n0) * params.batch_size / elapsed if step > n0 else None,
-        "device": str(device),
     }
-    if metrics_path is not None:
-        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
-    if plots_path is not None:
-        Path(plots_path).parent.mkdir(parents=True, exist_ok=True)
-        lines = ["step,loss"] + [f"{s},{v:.6g}" for s, v in curve]
-        Path(plots_path).write_text("\n".join(lines) + "\n")
+    out = Path(out)
+    _write_outputs(out, weights(), config, metrics, curve, metrics_path, plots_path)
     return TrainResult(out / "model.pt", metrics)
-
-
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module,
-    target: str,
-    images_path: str | Path,
-    features_path: str | Path | None,
-    params: TrainParams,
-    device: torch.device,
-    encoder: Callable[[torch.Tensor], torch.Tensor] | None,
-) -> float | None:
-    """Mean pixel MSE over the first ``eval_batches`` test batches (a fixed order)."""
-    if params.eval_batches == 0:
-        return None
-    loader_params = replace(params.loader, workers=0)
-    try:
-        stream = StoreStream(
-            images_path,
-            features_path,
-            split="test",
-            batch_size=min(params.batch_size, 16),
-            params=loader_params,
-            seed=12345,
-        )
-    except PipelineError as err:
-        log.warning("no test loss: %s", err)
-        return None
-    model.eval()
-    losses = []
-    for k, (feats, x) in enumerate(stream):
-        if k == params.eval_batches:
-            break
-        x = x.to(device)
-        f = encoder(x) if encoder is not None else feats.to(device).float()
-        losses.append(float(F.mse_loss(model(f).float(), target_images(x, target))))
-    model.train()
-    return float(np.mean(losses)) if losses else None

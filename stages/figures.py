@@ -9,7 +9,6 @@ from typing import Any
 import click
 import yaml
 
-from pipeline import __version__
 from pipeline.config import parse
 from pipeline.paper import FigureParams, make_figures, make_report
 from pipeline.store import open_store
@@ -62,7 +61,7 @@ def figures(
 
 
 def _provenance(images: str, features: str, params_file: str) -> dict[str, Any]:
-    prov: dict[str, Any] = {"code_version": __version__}
+    prov: dict[str, Any] = {}
     store = open_store(images)
     prov["data"] = store.attrs.get("source", {}).get("kind")
     prov["images"] = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
-from pipeline import decoders
+from pipeline import decoders, features
 from pipeline.training import parse_train_section
 from pipeline.training import train as train_decoder
-from stages.common import params_option, read_section, reports_errors
+from stages.common import as_mapping, params_option, read_section, reports_errors
 
 
 @click.command()
@@ -53,8 +55,14 @@ from stages.common import params_option, read_section, reports_errors
     help="Loss-curve CSV (dvc plots show).",
 )
 @params_option
-@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device).")
-@click.option("--steps", type=int, default=None, help="Overrides train.steps.")
+@click.option(
+    "--device",
+    default=None,
+    help="auto | cpu | cuda | cuda:N (overrides train.device and train.TARGET.device).",
+)
+@click.option(
+    "--steps", type=int, default=None, help="Overrides train.steps and train.TARGET.steps."
+)
 @click.option(
     "--mode",
     type=click.Choice(["fixed", "autoencoder"]),
@@ -78,18 +86,30 @@ def train(
     """Train the decoder that inverts TARGET (pixel MSE, Adam; SPEC §5).
 
     Reads the `train` section of the params file, with the TARGET subsection applied on
-    top. Writes OUT/model.pt and OUT/config.json, the metrics JSON and the loss CSV. A killed
+    top, and TARGET's extractor parameters from `extract` (`extract.hog`, `extract.alexnet`,
+    ...: the feature store must have been made with them; online and for autoencoders they
+    configure the extractor, e.g. the AlexNet arch and weights).
+    Writes OUT/model.pt and OUT/config.json, the metrics JSON and the loss CSV. A killed
     run resumes from its last checkpoint when started again with the same inputs. Under
     torchrun, each rank streams its own shard order (DistributedDataParallel).
     """
     section = read_section(params_file, "train")
-    if device is not None:
-        section["device"] = device
-    if mode is not None:
+    if mode is not None:  # before merging: autoencoder mode applies train.autoencoder
         section["mode"] = mode
-    if steps is not None:
-        section["steps"] = steps
     params = parse_train_section(section, target)
+    # flags win over every params value they name, per-target subsections included
+    if device is not None:
+        params = replace(params, device=device)
+    if steps is not None:
+        params = replace(params, steps=steps)
+    extractor_section = features.get(target).section
+    feature_params = features.parse_params(
+        target,
+        as_mapping(
+            read_section(params_file, "extract").get(extractor_section),
+            f"extract.{extractor_section}",
+        ),
+    )
     result = train_decoder(
         target,
         images_path=images_path,
@@ -97,6 +117,7 @@ def train(
         out=out,
         checkpoints=checkpoints,
         params=params,
+        feature_params=feature_params,
         metrics_path=metrics_path,
         plots_path=plots_path,
     )

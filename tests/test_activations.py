@@ -10,9 +10,10 @@ import torch
 import zarr
 
 from pipeline import alexnet, features
+from pipeline.alexnet.activations import AlexNetParams, activations
 from pipeline.errors import IncompatibleStoreError, WeightsError
-from pipeline.extract import ExtractParams, extract_stores, open_feature_store
-from pipeline.features.activations import AlexNetParams, activations
+from pipeline.extract import ExtractParams, extract_stores
+from pipeline.provenance import open_feature_store
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
 

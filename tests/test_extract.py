@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,11 +15,17 @@ import pytest
 import zarr
 
 from pipeline import features
-from pipeline.errors import ConfigError, IncompatibleStoreError, UnknownFeatureError
-from pipeline.extract import ExtractParams, extract_store, open_feature_store, parse_extract_section
+from pipeline.errors import (
+    ConfigError,
+    ExtractionFailedError,
+    IncompatibleStoreError,
+    UnknownFeatureError,
+)
+from pipeline.extract import ExtractParams, extract_store, parse_extract_section
 from pipeline.features.base import Extractor
 from pipeline.features.hog import HogParams
 from pipeline.images import prepare
+from pipeline.provenance import open_feature_store
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
 from tests.conftest import small_prepare_params
@@ -75,7 +82,8 @@ def test_per_image_failures_are_recorded(
         "hog that fails on bright images",
     )
     monkeypatch.setattr(features, "get", lambda name: broken)
-    out = extract_store("hog", image_store, tmp_path / "f.zarr", run=RUN)
+    lenient = dataclasses.replace(RUN, max_failure_rate=0.5)
+    out = extract_store("hog", image_store, tmp_path / "f.zarr", run=lenient)
     store = open_store(out)
     images = open_store(image_store).array("images")[:]
     bright = images.reshape(len(images), -1).mean(axis=1) > 140
@@ -85,6 +93,39 @@ def test_per_image_failures_are_recorded(
     assert "too bright" in store.attrs["failures"][0]["error"]
     np.testing.assert_array_equal(store.array("valid")[:], (~bright).astype(np.uint8))
     assert not store.array("features")[:][bright].any()
+
+
+def test_a_failure_rate_above_the_limit_stops_the_stage(
+    image_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extractor failing on many images is a bug: the stage stops, good shards are kept."""
+    hog = features.get("hog")
+    store_images = open_store(image_store).array("images")[:]
+    shard = int(open_store(image_store).attrs["shard_size"])
+    bad = {store_images[k].tobytes() for k in (1, 2, 3)}  # 3 of 48 (6%) in the first shard
+    calls: list[int] = []
+
+    def fragile(images: np.ndarray, params: object) -> np.ndarray:
+        calls.append(len(images))
+        if any(im.tobytes() in bad for im in images):
+            raise ValueError("this test extractor has a bug")
+        return hog.compute(images, params)
+
+    monkeypatch.setattr(features, "get", lambda name: dataclasses.replace(hog, compute=fragile))
+    out = tmp_path / "f.zarr"
+    with pytest.raises(ExtractionFailedError) as err:
+        extract_store("hog", image_store, out, run=RUN)
+    message = str(err.value)
+    assert f"failed on 3 of {len(store_images)} images (6.2%" in message
+    assert "this test extractor has a bug" in message and "max_failure_rate" in message
+    assert not out.exists()  # no store that passes zeros off as data
+    # fixed, the rerun redoes only the shard that had failures
+    bad.clear()
+    calls.clear()
+    store = open_store(extract_store("hog", image_store, out, run=RUN))
+    assert store.attrs["failures"] == [] and sum(calls) == shard < len(store_images)
+    expected = hog.compute(store_images, HogParams())
+    np.testing.assert_allclose(store.array("features")[:], expected, atol=1e-6)
 
 
 def _cli(*args: str) -> list[str]:

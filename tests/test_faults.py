@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline.extract import ExtractParams, extract_store, open_feature_store
+from pipeline.extract import ExtractParams, extract_store
 from pipeline.features.hog import HogParams
+from pipeline.provenance import open_feature_store
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
 from stages.cli import main

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from pipeline import store
 from pipeline.errors import ConfigError, CorruptStoreError, StoreError
-from pipeline.extract import ExtractParams, extract_store, open_feature_store
+from pipeline.extract import ExtractParams, extract_store
 from pipeline.features.hog import HogParams
 from pipeline.interchange import export_hdf5, import_hdf5
+from pipeline.provenance import open_feature_store
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
 from stages.interchange import export, import_

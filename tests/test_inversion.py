@@ -26,7 +26,7 @@ from pipeline.inversion import (
     to_target_convention,
     total_variation,
 )
-from pipeline.training import target_images
+from pipeline.pixels import target_images
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.alexnet.activations import AlexNetParams
 from pipeline.evaluation import evaluate, normalised_error
 from pipeline.extract import ExtractParams, extract_store, extract_stores
-from pipeline.features.activations import AlexNetParams
 from pipeline.loader import LoaderParams
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store

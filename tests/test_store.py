@@ -54,7 +54,8 @@ def test_round_trip_layout_and_attrs(tmp_path: Path) -> None:
     codecs = [type(c).__name__ for c in arr.compressors]
     assert codecs == ["BloscCodec", "Crc32cCodec"]
     assert len(list((out / "x" / "c").iterdir())) == 3  # ceil(40 / 16) shard files
-    assert store.attrs["complete"] and store.attrs["provenance"]["code_version"]
+    assert store.attrs["complete"] and store.attrs["provenance"]["store_format"]
+    assert "created" not in store.attrs  # nothing of when or where it was made
     assert not (out / "_shards").exists()
 
 

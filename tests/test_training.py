@@ -16,20 +16,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline.errors import ConfigError, CorruptStoreError, IncompatibleStoreError
+from pipeline.checkpoints import load_decoder
+from pipeline.errors import CheckpointError, ConfigError, CorruptStoreError, IncompatibleStoreError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import prepare
 from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
+from pipeline.pixels import target_images
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
-from pipeline.training import (
-    CheckpointError,
-    TrainParams,
-    load_decoder,
-    parse_train_section,
-    target_images,
-    train,
-)
+from pipeline.training import TrainParams, parse_train_section, train
 from tests.conftest import small_prepare_params
 
 TINY = TrainParams(
@@ -249,14 +244,12 @@ def test_target_images_sizes() -> None:
 def test_cuda_training_step(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
     params = TrainParams(**{**TINY.__dict__, "device": "cuda", "steps": 2})
     path = _run(image_store, hog_store, tmp_path, params)
-    assert json.loads((tmp_path / "m.json").read_text())["device"].startswith("cuda")
-    assert path.exists()
+    _, config = load_decoder(path)
+    assert config["params"]["device"] == "cuda" and path.exists()
 
 
 def test_autoencoder_trains_the_encoder_too(image_store: Path, tmp_path: Path) -> None:
-    params = TrainParams(
-        **{**TINY.__dict__, "mode": "autoencoder", "steps": 2, "weights": "random:0"}
-    )
+    params = TrainParams(**{**TINY.__dict__, "mode": "autoencoder", "steps": 2})
     result = train(
         "conv5",
         images_path=image_store,
@@ -264,17 +257,24 @@ def test_autoencoder_trains_the_encoder_too(image_store: Path, tmp_path: Path) -
         out=tmp_path / "out",
         checkpoints=tmp_path / "ckpt",
         params=params,
+        feature_params={"weights": "random:0"},
         progress=False,
     )
     from pipeline import alexnet
-    from pipeline.training import load_encoder
+    from pipeline.evaluation import load_inverter
 
-    encoder = load_encoder(result.model_path)
+    encoder = load_inverter(result.model_path, device="cpu").encoder
     assert encoder is not None
+    blob = torch.load(result.model_path, weights_only=True)
     initial = alexnet.build("caffenet", weights="random:0")
-    changed = [
-        k for k, v in encoder.state_dict().items() if not torch.equal(v, initial.state_dict()[k])
-    ]
+    # the inverter's encoder is the trained one: same outputs as the stored weights give
+    trained = alexnet.build("caffenet", weights="random:1")
+    trained.load_state_dict(blob["encoder"])
+    x = torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)
+    images = x.permute(0, 2, 3, 1).float() / 255.0
+    expected = trained.forward_layers(alexnet.preprocess(images, "caffenet"), ["conv5"])["conv5"]
+    torch.testing.assert_close(encoder(x), expected)
+    changed = [k for k, v in blob["encoder"].items() if not torch.equal(v, initial.state_dict()[k])]
     assert "features.conv1.weight" in changed
     _, config = load_decoder(result.model_path)
     assert config["random_weights"] is True and config["in_channels"] == 256

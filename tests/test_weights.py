@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.alexnet import LAYERS, build, preprocess
-from pipeline.errors import WeightsError
-from pipeline.weights import (
+from pipeline.alexnet.weights import (
     find_mismatches,
     load_caffemodel,
     load_npz,
@@ -29,6 +28,7 @@ from pipeline.weights import (
     load_torch,
     read_caffemodel,
 )
+from pipeline.errors import WeightsError
 
 # --- a minimal protobuf writer (wire format, https://protobuf.dev/programming-guides/encoding/)
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -361,7 +361,7 @@ def test_wrong_shape_is_named(scratch: Path, caffenet_params: dict[str, list[np.
 
 def test_find_mismatches_lists_unexpected_and_blob_counts() -> None:
     from pipeline.alexnet import CaffeNet
-    from pipeline.weights import expected_layers
+    from pipeline.alexnet.weights import expected_layers
 
     with torch.device("meta"):
         expected = expected_layers(CaffeNet(), CaffeNet.PARAM_LAYERS)
@@ -417,7 +417,7 @@ def test_caffemodel_v1_legacy_unpacked_double_and_v0(tmp_path: Path) -> None:
 
 
 def test_negative_and_multibyte_varints() -> None:
-    from pipeline.weights import _as_int64, _read_varint
+    from pipeline.alexnet.weights import _as_int64, _read_varint
 
     for value in (0, 1, 127, 128, 300, 2**35 + 7, -1, -(2**40)):
         data = varint(value)

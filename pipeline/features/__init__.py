@@ -20,7 +20,7 @@ from pipeline.config import parse
 from pipeline.errors import ExtractionError, UnknownFeatureError
 from pipeline.features.base import Extractor
 
-__all__ = ["FAMILIES", "Extractor", "extract", "get", "names", "parse_params"]
+__all__ = ["FAMILIES", "Extractor", "extract", "get", "module_of", "names", "parse_params"]
 
 #: name -> module defining ``EXTRACTOR``; the one place a new feature is registered.
 _REGISTRY: dict[str, str] = {
@@ -28,7 +28,7 @@ _REGISTRY: dict[str, str] = {
     "lbp": "pipeline.features.lbp:EXTRACTOR",
     "sift": "pipeline.features.sift:EXTRACTOR",
     **{
-        layer: f"pipeline.features.activations:EXTRACTORS.{layer}"
+        layer: f"pipeline.alexnet.activations:EXTRACTORS.{layer}"
         for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
     },
 }
@@ -41,6 +41,19 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 def names() -> tuple[str, ...]:
     """The registered feature names."""
     return tuple(_REGISTRY)
+
+
+def module_of(name: str) -> str:
+    """The module that defines extractor ``name`` (imported only when it is asked for).
+
+    ``dvc.yaml`` lists it among the deps of the stages that run ``name``
+    (``tests/test_deps.py``).
+    """
+    if name not in _REGISTRY:
+        raise UnknownFeatureError(
+            f"unknown feature {name!r}; registered features: {', '.join(names())}"
+        )
+    return _REGISTRY[name].partition(":")[0]
 
 
 def get(name: str) -> Extractor:

@@ -16,10 +16,28 @@ import numpy as np
 
 from pipeline.errors import ExtractionError
 
-__all__ = ["MATLAB_GREY_WEIGHTS", "Extractor", "as_float_images", "to_grey"]
+__all__ = ["MATLAB_GREY_WEIGHTS", "Extractor", "OnDevice", "as_float_images", "to_grey"]
 
 #: MATLAB ``rgb2gray`` weights (R, G, B), the grey conversion of the paper's VLFeat pipeline.
 MATLAB_GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+@dataclass(frozen=True)
+class OnDevice:
+    """An extractor run on the training device, inside the training graph.
+
+    Attributes
+    ----------
+    encode : callable
+        ``encode(x)`` with ``x`` a ``(B, 3, H, W)`` uint8 Tensor of images on the device,
+        returning the ``(B, *shape)`` float features on that device.
+    network : torch.nn.Module or None
+        The network behind ``encode`` (AlexNet layers), so a caller can freeze it, train it
+        (the autoencoders) or load trained weights into it; ``None`` for a fixed function.
+    """
+
+    encode: Callable[[Any], Any]
+    network: Any = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,11 @@ class Extractor:
         loader's speed); lz4 for mostly-empty maps (SIFT); zstd + byte shuffle packs sparse
         ReLU activations to ~30% of float32, lz4 + byte shuffle to ~35% at a third of the
         encoding time (the large CONV1–CONV4 maps).
+    on_device : callable or None
+        ``on_device(params, device, pretrained=True) -> OnDevice``: the extractor as a torch
+        function on ``device`` (online features in training and evaluation, the encoder of
+        an autoencoder); ``pretrained=False`` builds a network without reading its weights
+        (trained weights are loaded into it next). ``None``: not available on a device.
     """
 
     name: str
@@ -78,6 +101,7 @@ class Extractor:
     store_dtype: Callable[[Any], str] = field(default=lambda params: "float32")
     describe: Callable[[Any], dict[str, Any]] = field(default=lambda params: {})
     codec: Literal["lz4", "lz4-shuffle", "zstd", "zstd-fast", "raw"] = "raw"
+    on_device: Callable[..., OnDevice] | None = None
 
     @property
     def section(self) -> str:

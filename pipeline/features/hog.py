@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, ExtractionError
-from pipeline.features.base import Extractor, as_float_images
+from pipeline.features.base import Extractor, OnDevice, as_float_images
 
 __all__ = ["EXTRACTOR", "HogParams", "hog", "hog_torch", "hog_vlfeat", "output_shape"]
 
@@ -625,6 +626,11 @@ def hog_vlfeat(images: np.ndarray, params: HogParams | None = None) -> np.ndarra
     return out
 
 
+def _on_device(params: HogParams, device: Any, pretrained: bool = True) -> OnDevice:
+    """HOG of (B, 3, H, W) uint8 batches computed where they are (differentiable)."""
+    return OnDevice(lambda x: hog_torch(x.float() / 255.0, params))
+
+
 EXTRACTOR = Extractor(
     name="hog",
     version=1,
@@ -633,4 +639,5 @@ EXTRACTOR = Extractor(
     output_shape=output_shape,
     dims=("channel", "y", "x"),
     description="VLFeat UoCTTI HOG (vl_hog(im, 8)): 31 channels per 8x8-pixel cell",
+    on_device=_on_device,
 )

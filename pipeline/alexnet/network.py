@@ -39,8 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError, ExtractionError, WeightsError
-from pipeline.weights import (
+from pipeline.alexnet.weights import (
     ExpectedLayer,
     expected_layers,
     file_sha256,
@@ -49,6 +48,7 @@ from pipeline.weights import (
     mismatch_message,
     to_state_dict,
 )
+from pipeline.errors import ConfigError, ExtractionError, WeightsError
 
 __all__ = [
     "ARCHITECTURES",

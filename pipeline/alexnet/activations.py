@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from pipeline import alexnet
+from pipeline.alexnet import network as alexnet
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.features.base import Extractor
+from pipeline.features.base import Extractor, OnDevice
 
 __all__ = ["EXTRACTORS", "AlexNetParams", "activations"]
 
@@ -115,6 +115,22 @@ def _describe(params: AlexNetParams) -> dict[str, Any]:
     return {"weights": weights, "random_weights": alexnet.is_random_weights(params.weights)}
 
 
+def _on_device(layer: str) -> Any:
+    def make(params: AlexNetParams, device: torch.device, pretrained: bool = True) -> OnDevice:
+        """The network on ``device`` and layer ``layer`` of (B, 3, 256, 256) uint8 batches."""
+        weights = params.weights if pretrained else "random:0"
+        net = alexnet.build(params.arch, weights=weights).to(device)
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            images = x.permute(0, 2, 3, 1).float() / 255.0  # (B, H, W, 3) in [0, 1]
+            # the network's crop -> (B, C, h, w) or (B, C)
+            return net.forward_layers(alexnet.preprocess(images, params.arch), [layer])[layer]
+
+        return OnDevice(encode, net)
+
+    return make
+
+
 def _extractor(layer: str) -> Extractor:
     conv = layer.startswith("conv")
     return Extractor(
@@ -134,6 +150,7 @@ def _extractor(layer: str) -> Extractor:
         # CONV1-CONV4 (88% of the bytes): lz4, 3x faster to encode than zstd (the
         # extraction's main cost beside the forward); CONV5-FC8: zstd, <= 35% of float32
         codec="lz4-shuffle" if layer in ("conv1", "conv2", "conv3", "conv4") else "zstd-fast",
+        on_device=_on_device(layer),
     )
 
 

@@ -1,0 +1,144 @@
+"""Checkpoint and model files: written atomically, read without executing code.
+
+A training run keeps its resumable state in ``CHECKPOINTS/T-<identity>/step-N.pt`` (the
+last two kept: a kill can cut the newest short) and its result in ``OUT/model.pt``. Both are
+``torch.save`` dicts of tensors and plain data, read with ``weights_only=True``; the bytes
+of a file depend only on its contents (no file name, time or process id inside), so two runs
+that reach the same weights write identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline import decoders
+from pipeline.errors import CheckpointError
+
+__all__ = [
+    "checkpoint_files",
+    "load_checkpoint",
+    "load_decoder",
+    "read_model_file",
+    "save_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+#: what a truncated or corrupt ``torch.load`` raises
+_UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
+
+
+def save_atomic(obj: Mapping[str, Any], path: Path) -> None:
+    """Write ``obj`` with ``torch.save`` to ``path``, whole or not at all.
+
+    Serialised through a buffer: ``torch.save`` to a path names the zip archive after the
+    file, which would make the bytes depend on the temporary name.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(obj), buffer)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(buffer.getbuffer())
+    os.replace(tmp, path)
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The ``step-N.pt`` files of a checkpoint folder, oldest step first."""
+    return sorted(folder.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def load_checkpoint(folder: Path, identity: str) -> dict[str, Any] | None:
+    """The newest readable checkpoint of run ``identity``; a corrupt newest one falls back.
+
+    Returns
+    -------
+    dict or None
+        ``None`` when the folder holds no checkpoint (a fresh run).
+
+    Raises
+    ------
+    CheckpointError
+        A checkpoint of another run, or none readable.
+    """
+    for path in reversed(checkpoint_files(folder)):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except _UNREADABLE as err:
+            log.warning("checkpoint %s is unreadable (%s); trying an older one", path, err)
+            continue
+        if ckpt.get("identity") != identity:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} belongs to another run; delete {str(folder)!r}"
+            )
+        return dict(ckpt)
+    if checkpoint_files(folder):
+        raise CheckpointError(
+            f"no readable checkpoint in {str(folder)!r} (all truncated or corrupt); delete the "
+            "folder to train from scratch"
+        )
+    return None
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors and the config of a ``model.pt`` written by ``invert train``.
+
+    Returns
+    -------
+    blob : dict
+        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``.
+    config : dict
+        The effective training config and provenance (parsed from ``blob["config"]``).
+
+    Raises
+    ------
+    CheckpointError
+        The file is unreadable, or made by another version of its decoder family.
+    """
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        config = json.loads(blob["config"])
+    except (*_UNREADABLE, KeyError, TypeError) as err:
+        raise CheckpointError(f"cannot read decoder {str(path)!r}: {err}; retrain it") from err
+    target = config.get("target")
+    if target not in decoders.TARGETS:
+        raise CheckpointError(f"{str(path)!r} is not a decoder of this pipeline (target {target})")
+    made, now = config.get("decoder_version"), decoders.version(target)
+    if made != now:
+        raise CheckpointError(
+            f"decoder {str(path)!r} was made by version {made} of the {target} decoder family; "
+            f"this code builds version {now}: retrain it (dvc repro train@{target})"
+        )
+    return dict(blob), config
+
+
+def load_decoder(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a trained decoder (``model.pt``) without executing code.
+
+    Returns
+    -------
+    model : nn.Module
+        In eval mode, on ``device``.
+    config : dict
+        The effective training config and provenance it was trained with.
+    """
+    blob, config = read_model_file(path)
+    model = decoders.build(
+        config["target"], width=config["params"]["width"], in_channels=config.get("in_channels")
+    )
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"decoder {str(path)!r} does not match its config: {err}") from err
+    return model.to(device).eval(), config
