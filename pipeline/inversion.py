@@ -84,13 +84,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from pipeline import alexnet, decoders
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, ExtractionError
 from pipeline.features.hog import HogParams, hog_torch
 from pipeline.pixels import ALEXNET_CROP, PIXEL_OFFSET, target_images
+from pipeline.progress import progress_bar
 
 __all__ = [
     "IMAGE_SIZE",
@@ -419,7 +419,7 @@ def invert(
             reg = reg + lambda_tv * total_variation(z, params.beta)
         return fit, fit + reg
 
-    bar = tqdm(total=params.steps, desc="invert", unit="step", disable=not progress)
+    bar = progress_bar(total=params.steps, desc="invert", unit="step", disable=not progress)
     optimizer: torch.optim.Optimizer | None = None
     for run, lr in params.phases():
         if params.optimizer == "sgd":  # [1] resets the momentum whenever the step changes

@@ -664,5 +664,9 @@ def describe_weights(weights: str | Path) -> dict[str, str | int]:
         return {"kind": "random", "seed": parse_random_seed(str(weights))}
     path = Path(weights)
     if not path.is_file():
-        raise WeightsError(f"no weights file at {path}; check the path or use 'random:SEED'")
+        raise WeightsError(
+            f"no weights file at {str(path)!r} (extract.alexnet.weights in params.yaml; a "
+            "relative path is relative to the folder the command runs in, the repository root "
+            "under dvc repro); check the path or use 'random:SEED'"
+        )
     return {"kind": "file", "file": path.name, "sha256": file_sha256(path)}

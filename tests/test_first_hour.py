@@ -1,0 +1,117 @@
+"""What a new user trips on first: flags, paths, typos, empty sources, error advice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline.config import load_section
+from pipeline.errors import ConfigError
+from pipeline.images import resolve_source
+from pipeline.training import parse_train_section
+from stages.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_steps_flag_wins_over_the_per_target_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--steps` overrides train.hog.steps too, and --device train.hog.device."""
+    import stages.train
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(target: str, **kwargs: Any) -> Any:
+        seen["params"] = kwargs["params"]
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(stages.train, "train_decoder", fake_train)
+    params = _params(tmp_path, {"train": {"steps": 150, "hog": {"steps": 300, "device": "cpu"}}})
+    args = ["train", "hog", "--images", "i", "--out", "o", "--checkpoints", "c"]
+    r = CliRunner().invoke(main, [*args, "--params", str(params), "--steps", "20"])
+    assert "stop here" in r.output and seen["params"].steps == 20
+    r = CliRunner().invoke(main, [*args, "--params", str(params)])
+    assert seen["params"].steps == 300 and seen["params"].device == "cpu"
+
+
+def test_a_misspelt_section_is_an_error(tmp_path: Path) -> None:
+    params = _params(tmp_path, {"extarct": {"hog": {"cell_size": 4}}, "prepare": {}})
+    with pytest.raises(
+        ConfigError, match=r"unknown section\(s\) 'extarct' \(did you mean 'extract'"
+    ):
+        load_section(params, "prepare")
+    r = CliRunner().invoke(main, ["prepare", "--out", str(tmp_path / "o"), "--params", str(params)])
+    assert r.exit_code == 1 and "'extarct'" in r.output and not (tmp_path / "o").exists()
+
+
+def test_an_unknown_train_key_is_reported_in_train() -> None:
+    with pytest.raises(ConfigError, match=r"'stpes' in params section 'train';"):
+        parse_train_section({"stpes": 3}, "hog")
+    with pytest.raises(ConfigError, match=r"'stpes' in params section 'train.autoencoder'"):
+        parse_train_section({"autoencoder": {"stpes": 3}}, "hog")
+    with pytest.raises(ConfigError, match=r"'stpes' in params section 'train.lbp'"):
+        parse_train_section({"lbp": {"stpes": 3}}, "hog")
+
+
+def test_a_missing_params_file_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    r = CliRunner().invoke(main, ["prepare", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "params file 'params.yaml' does not exist" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_plain_paths_are_sources(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    listing = tmp_path / "files.txt"
+    listing.write_text("a.jpg\n")
+    assert resolve_source(str(photos)) == f"dir:{photos}"
+    assert resolve_source(str(listing)) == f"list:{listing}"
+    assert resolve_source("sample") == "sample"
+    assert resolve_source(f"imagenet:{photos}") == f"imagenet:{photos}"
+    assert resolve_source(str(tmp_path / "absent")) == str(tmp_path / "absent")
+
+
+def test_a_folder_of_broken_files_is_an_error(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"not a jpeg")
+    (photos / "b.png").write_bytes(b"\x89PNG broken")
+    params = _params(tmp_path, {"prepare": {"shard_size": 4, "runner": {"workers": 1}}})
+    out = tmp_path / "images.zarr"
+    r = CliRunner().invoke(
+        main, ["prepare", "--source", str(photos), "--out", str(out), "--params", str(params)]
+    )
+    assert r.exit_code == 1, r.output
+    assert "no usable image" in r.output and "a.jpg" in r.output and "b.png" in r.output
+    assert not out.exists()
+    # one readable photograph is enough, and the plain folder path is taken as dir:
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "c.png")
+    r = CliRunner().invoke(
+        main, ["prepare", "--source", str(photos), "--out", str(out), "--params", str(params)]
+    )
+    assert r.exit_code == 0 and out.exists(), r.output
+
+
+def test_a_missing_weights_file_names_the_key(tmp_path: Path) -> None:
+    from pipeline import alexnet
+    from pipeline.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r"extract\.alexnet\.weights.*relative to the folder"):
+        alexnet.describe_weights(str(tmp_path / "caffenet.caffemodel"))
