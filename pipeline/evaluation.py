@@ -158,12 +158,24 @@ def write_reconstructions(
             content = content_digest(rec8, tgt8)
             writer.finalize(
                 fingerprint=identity_of({"content": content, "id": writer.identity}),
-                attrs={"metrics": metrics},
+                attrs={"metrics": rounded(metrics)},
             )
     if metrics_path is not None:
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+        Path(metrics_path).write_text(json.dumps(rounded(metrics), indent=2) + "\n")
     return Path(out)
+
+
+#: decimals kept in a metrics file: what the numbers mean, not the float noise of a machine
+DECIMALS = {"normalised_error": 4, "normalised_error_subset": 4, "ssim": 4, "psnr": 2}
+
+
+def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the figures of :data:`DECIMALS` rounded (others unchanged)."""
+    return {
+        k: round(v, DECIMALS[k]) if k in DECIMALS and isinstance(v, float) else v
+        for k, v in metrics.items()
+    }
 
 
 def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:

@@ -579,8 +579,9 @@ def train(
     metrics = {
         "target": target,
         "steps": step,
-        "train_loss": curve[-1][1] if curve else math.nan,
-        "test_loss": test_loss,
+        # pixel MSE to 4 significant digits: the float noise between machines is below that
+        "train_loss": float(f"{curve[-1][1]:.4g}") if curve else math.nan,
+        "test_loss": None if test_loss is None else float(f"{test_loss:.4g}"),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     out = Path(out)

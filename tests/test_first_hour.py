@@ -115,3 +115,34 @@ def test_a_missing_weights_file_names_the_key(tmp_path: Path) -> None:
 
     with pytest.raises(WeightsError, match=r"extract\.alexnet\.weights.*relative to the folder"):
         alexnet.describe_weights(str(tmp_path / "caffenet.caffemodel"))
+
+
+def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
+    import json
+
+    metrics = tmp_path / "eval"
+    metrics.mkdir()
+    m = {"normalised_error": 0.71349, "images": 64, "random_weights": False}
+    (metrics / "hog.json").write_text(json.dumps({**m, "target": "hog", "mode": "fixed"}))
+    (metrics / "mv_hog.json").write_text(json.dumps({**m, "normalised_error": 0.9, "images": 4}))
+    (metrics / "ae_fc8.json").write_text(
+        json.dumps({**m, "normalised_error": 0.8671, "random_weights": True})
+    )
+    r = CliRunner().invoke(main, ["table", "--metrics", str(metrics)])
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line for line in r.output.splitlines() if line[:1].isalpha()}
+    assert "0.713 (n=64)" in rows["hog"] and "0.900 (n=4)" in rows["hog"]
+    assert rows["hog"].rstrip().endswith("0.24")  # the paper's value beside ours
+    assert "0.867 (n=64)" in rows["fc8"] and "sift" not in rows
+    assert "RANDOM weights" in r.output
+
+
+def test_dvc_metrics_show_holds_evaluation_metrics_only() -> None:
+    """Training losses are plain outputs; `dvc metrics show` is the error table's data."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = [
+        next(iter(m)) if isinstance(m, dict) else m
+        for stage in stages.values()
+        for m in stage.get("do", stage).get("metrics", [])
+    ]
+    assert declared and all(path.startswith("metrics/eval/") for path in declared)
