@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import features
+from pipeline import features, trivial
 from pipeline.checkpoints import load_decoder, read_model_file
 from pipeline.devices import resolve_device
 from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError
@@ -71,11 +71,20 @@ class EvalParams:
         Evaluate only the first test images (quick runs); ``None``: the whole test split.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
+    baseline_images : int
+        Training images (a seeded random subset of the training split) behind the trivial
+        baselines scored beside the decoder: their mean image, and the nearest neighbour in
+        feature space (:mod:`pipeline.trivial`).
     """
 
     batch_size: int = 16
     max_images: int | None = None
     device: str = "auto"
+    baseline_images: int = 512
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.baseline_images < 1:
+            raise ConfigError("evaluate: batch_size and baseline_images must be >= 1")
 
 
 def normalised_error(
@@ -314,6 +323,58 @@ def test_batches(
         yield sel, f, x
 
 
+def trivial_predictions(
+    inv: Decoded,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    test_features: np.ndarray,
+    params: EvalParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training-mean image and the nearest-neighbour targets (:mod:`pipeline.trivial`).
+
+    Parameters
+    ----------
+    inv : Decoded
+    images_path, features_path : str or Path
+        As :func:`evaluate`; features come from the store or the inverter's encoder, as the
+        decoder's do.
+    test_features : (N, D) ndarray
+        The test images' features, flattened, in the order of the reconstructions.
+    params : EvalParams
+
+    Returns
+    -------
+    mean_image : (S, S, 3) ndarray of float32
+    nearest : (N, S, S, 3) ndarray of float32
+    """
+    source = features_path if inv.encoder is None else images_path
+    assert source is not None
+    subset = trivial.training_subset(usable_indices(source, "train"), params.baseline_images, 0)
+    images = open_store(images_path, kind="images").array("images")
+    store_feats = None
+    if inv.encoder is None:
+        assert features_path is not None
+        store_feats = open_store(features_path, kind="features").array("features")
+    total: list[np.ndarray] = []
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(subset), params.batch_size):
+            sel = subset[i : i + params.batch_size]
+            x = torch.from_numpy(np.stack([images[int(k) : int(k) + 1][0] for k in sel]))
+            x = x.permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
+            if store_feats is not None:
+                f = np.stack([store_feats[int(k) : int(k) + 1][0] for k in sel])
+            else:
+                f = inv.encode(x).float().cpu().numpy()
+            (t,) = trivial.training_targets(iter([x]), inv.target, inv.device)
+            total.append(t.sum(axis=0, dtype=np.float64))
+            yield f.reshape(len(sel), -1), t
+
+    nearest = trivial.nearest_neighbour(test_features, batches)
+    mean_image = (np.sum(total, axis=0) / len(subset)).astype(np.float32)
+    return mean_image, nearest
+
+
 def evaluate(
     model_path: str | Path,
     *,
@@ -347,7 +408,7 @@ def evaluate(
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
-    recs, tgts, index = [], [], []
+    recs, tgts, index, test_feats = [], [], [], []
     for sel, f, x in test_batches(
         inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
     ):
@@ -356,11 +417,18 @@ def evaluate(
         recs.append(y)
         tgts.append(t.permute(0, 2, 3, 1).cpu().numpy())
         index.append(sel)
+        test_feats.append(f.float().cpu().numpy().reshape(len(sel), -1))  # (B, D)
     rec, tgt, ind = np.concatenate(recs), np.concatenate(tgts), np.concatenate(index)
+    mean_image, nearest = trivial_predictions(
+        inv, images_path, features_path, np.concatenate(test_feats), params
+    )
     metrics = {
         "target": inv.target,
         "mode": inv.mode,
         **error_metrics(tgt, rec),
+        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
+        "nearest_neighbour": normalised_error(tgt, nearest),
+        "baseline_images": params.baseline_images,
         "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
         "random_weights": inv.random_weights,
     }
@@ -369,7 +437,11 @@ def evaluate(
         "kind": "reconstructions",
         "stage": "evaluate",
         "producer": inv.target,
-        "params": {"mode": inv.mode, "max_images": params.max_images},
+        "params": {
+            "mode": inv.mode,
+            "max_images": params.max_images,
+            "baseline_images": params.baseline_images,
+        },
         "decoder": identity_of(inv.config),
         "input_fingerprint": images.fingerprint,
         "dims": ["sample", "y", "x", "rgb"],

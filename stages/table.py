@@ -17,13 +17,28 @@ PAPER = {"hog": 0.24, "sift": 0.28, "lbp": 0.38}
 def _cell(m: dict[str, Any] | None) -> str:
     if m is None:
         return "–"
-    return f"{m['normalised_error']:.3f} (n={m['images']})"
+    flag = ""
+    if "mean_image" in m and m["normalised_error"] >= min(m["mean_image"], m["nearest_neighbour"]):
+        flag = " !"  # no better than a trivial predictor
+    return f"{m['normalised_error']:.3f} (n={m['images']}){flag}"
+
+
+def _trivial(m: dict[str, Any] | None, key: str) -> str:
+    return "–" if m is None or key not in m else f"{m[key]:.3f}"
 
 
 def error_table(metrics_dir: Path) -> str:
     """The table as text: ours, autoencoder, [1] and the paper per target, with n."""
     evals = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
-    header = ("target", "ours (fixed)", "autoencoder", "[1] (optimisation)", "paper")
+    header = (
+        "target",
+        "ours (fixed)",
+        "mean image",
+        "nearest nb.",
+        "autoencoder",
+        "[1] (optimisation)",
+        "paper",
+    )
     lines = [header]
     for target in ROWS:
         if not any(k in evals for k in (target, f"ae_{target}", f"mv_{target}")):
@@ -33,6 +48,8 @@ def error_table(metrics_dir: Path) -> str:
             (
                 target,
                 _cell(evals.get(target)),
+                _trivial(evals.get(target), "mean_image"),
+                _trivial(evals.get(target), "nearest_neighbour"),
                 _cell(evals.get(f"ae_{target}")),
                 _cell(evals.get(f"mv_{target}")),
                 "–" if paper is None else f"{paper:.2f}",
@@ -45,6 +62,8 @@ def error_table(metrics_dir: Path) -> str:
     text.append("")
     text.append("Normalised reconstruction error: mean ||x - x̂|| / mean distance between two")
     text.append("test images (1.0: as far as a random other test image); n = test images scored.")
+    text.append("Trivial predictors on the same test images: the training-mean image, and the")
+    text.append("training image whose features are nearest. '!': no better than one of them.")
     if random:
         text.append("AlexNet rows: RANDOM weights (random:SEED), not the paper's trained CaffeNet.")
     return "\n".join(text)

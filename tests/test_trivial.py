@@ -1,0 +1,32 @@
+"""The trivial baselines: the training-mean image and the nearest neighbour in feature space."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from pipeline.trivial import nearest_neighbour, training_subset
+
+
+def test_nearest_neighbour_takes_the_closest_training_target_across_batches() -> None:
+    train = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 5.0], [9.0, 9.0]])
+    targets = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 2, 2, 3))
+    test = np.array([[9.5, 8.0], [0.2, 0.1], [1.0, 4.0], [10.0, 1.0]])
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in (0, 3):  # two batches: [0, 1, 2] and [3]
+            j = 3 if i == 0 else 4
+            yield train[i:j], targets[i:j].astype(np.float32)
+
+    got = nearest_neighbour(test, batches)
+    # by hand: (9.5, 8) -> (9, 9) #3; (0.2, 0.1) -> origin #0; (1, 4) -> (0, 5) #2; (10, 1) -> #1
+    assert [int(g[0, 0, 0]) for g in got] == [3, 0, 2, 1]
+
+
+def test_training_subset_is_seeded_sorted_and_bounded() -> None:
+    idx = np.arange(100, 200)
+    a, b = training_subset(idx, 10, seed=0), training_subset(idx, 10, seed=0)
+    assert np.array_equal(a, b) and len(a) == 10 and np.all(np.diff(a) > 0)
+    assert set(a) <= set(idx) and not np.array_equal(a, training_subset(idx, 10, seed=1))
+    assert np.array_equal(training_subset(idx, 500, seed=0), idx)
