@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -30,3 +31,43 @@ def test_training_subset_is_seeded_sorted_and_bounded() -> None:
     assert np.array_equal(a, b) and len(a) == 10 and np.all(np.diff(a) > 0)
     assert set(a) <= set(idx) and not np.array_equal(a, training_subset(idx, 10, seed=1))
     assert np.array_equal(training_subset(idx, 500, seed=0), idx)
+
+
+def test_evaluate_scores_the_trivial_baselines_on_the_same_images(
+    image_store: Path, tmp_path: Path
+) -> None:
+    """metrics['mean_image'] against a plain numpy computation of the same thing."""
+    from pipeline.evaluation import EvalParams, evaluate
+    from pipeline.extract import extract_store
+    from pipeline.loader import LoaderParams, usable_indices
+    from pipeline.store import open_store
+    from pipeline.training import TrainParams, train
+
+    hog = extract_store("hog", image_store, tmp_path / "hog.zarr")
+    params = TrainParams(
+        width=0.125, steps=2, batch_size=4, eval_batches=0, loader=LoaderParams(workers=0)
+    )
+    model = train(
+        "hog",
+        images_path=image_store,
+        features_path=hog,
+        out=tmp_path / "m",
+        checkpoints=tmp_path / "c",
+        params=params,
+        progress=False,
+    ).model_path
+    m = evaluate(
+        model,
+        images_path=image_store,
+        features_path=hog,
+        out=tmp_path / "r.zarr",
+        params=EvalParams(device="cpu", baseline_images=10_000),  # every training image
+    )
+    images = open_store(image_store).array("images")[:].astype(np.float64) / 255.0
+    train_idx, test_idx = usable_indices(image_store, "train"), usable_indices(image_store, "test")
+    x = images[test_idx].reshape(len(test_idx), -1)
+    mean = images[train_idx].mean(axis=0).reshape(1, -1)
+    pairs = [np.linalg.norm(a - b) for i, a in enumerate(x) for j, b in enumerate(x) if i != j]
+    expected = np.linalg.norm(x - mean, axis=1).mean() / np.mean(pairs)
+    assert abs(m["mean_image"] - expected) < 2e-3  # targets are stored as uint8
+    assert m["images"] == len(test_idx) and 0 < m["nearest_neighbour"] < 2
