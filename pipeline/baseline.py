@@ -1,4 +1,4 @@
-"""The optimisation-based baseline of Mahendran & Vedaldi [1] on the test split (SPEC §6).
+"""The optimisation-based baseline of Mahendran & Vedaldi [1] on the test split (docs/method.md §6).
 
 Inverts the first ``images`` test images of the image store with :mod:`pipeline.inversion`
 and writes a reconstruction store and metrics laid out like :func:`pipeline.evaluation.evaluate`'s,
@@ -96,7 +96,9 @@ def run_baseline(
         The metrics.
     """
     if target in ("lbp", "sift"):
-        raise ConfigError(f"{target} is not differentiable: [1] has no baseline for it (SPEC §6)")
+        raise ConfigError(
+            f"{target} is not differentiable: [1] has no baseline for it (docs/method.md §6)"
+        )
     if feature_params is None or isinstance(feature_params, dict):
         feature_params = features.parse_params(target, dict(feature_params or {}))
     network = (

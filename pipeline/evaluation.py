@@ -1,4 +1,4 @@
-"""Reconstruct the test split with a trained decoder and measure the errors (SPEC §6).
+"""Reconstruct the test split with a trained decoder and measure the errors (docs/method.md §6).
 
 The paper's figure of merit is the **normalised reconstruction error**: the mean over test
 images of ``||x - x̂||₂`` divided by the mean ``||x_i - x_j||₂`` over pairs of distinct test
@@ -53,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Normalised errors the paper reports (SPEC §6; "~" values recollected, not read).
+#: Normalised errors the paper reports (docs/method.md §6; "~" values recollected, not read).
 PAPER_ERRORS: dict[str, float] = {"hog": 0.24, "sift": 0.28, "lbp": 0.38}
 #: HOG inversions by other methods, as the paper reports them.
 PAPER_BASELINES: dict[str, dict[str, float]] = {"hog": {"HOGgles": 0.61, "M&V [1]": 0.63}}

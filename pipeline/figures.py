@@ -1,4 +1,4 @@
-"""Paper-style figures of the reconstructions (SPEC §6), written as PNG files.
+"""Paper-style figures of the reconstructions (docs/method.md §6), written as PNG files.
 
 Rendering only: every function takes arrays that other stages computed (photographs,
 reconstructions, loss logs) and lays them out like the figures of the paper [1]_ — a tight

@@ -1,4 +1,4 @@
-"""Image sources and the image store (``invert prepare``), SPEC §1.
+"""Image sources and the image store (``invert prepare``), docs/method.md §1.
 
 A source is listed into :class:`ImageRecord` rows (id, where the pixels come from, split,
 label), then shard tasks decode, convert and resize each image to ``size × size`` RGB uint8
@@ -95,7 +95,7 @@ class PrepareParams:
     Attributes
     ----------
     size : int
-        Side of the stored square images (SPEC §1: 256).
+        Side of the stored square images (docs/method.md §1: 256).
     limit : int or None
         Keep only the first ``limit`` records (quick runs).
     train_samples, test_samples : int

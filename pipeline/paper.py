@@ -1,4 +1,4 @@
-"""The paper's figures and report from the pipeline's outputs (SPEC §6).
+"""The paper's figures and report from the pipeline's outputs (docs/method.md §6).
 
 Reads trained models (``models/T/model.pt``, ``models/ae_T/model.pt``), reconstruction
 stores (``cache/reconstructions/T.zarr``, ``mv_T.zarr`` of the optimisation baseline) and
@@ -458,7 +458,8 @@ def make_report(
         figs = [(p.stem.replace("_", " "), p) for p in sorted(Path(figures_dir).glob("fig*.png"))]
     notes = [
         "Normalised error: mean ||x - x̂|| over test images divided by the mean distance between "
-        "two distinct test images (SPEC §6). With the embedded default's 2 test photographs the "
+        "two distinct test images (docs/method.md §6). With the embedded default's 2 test "
+        "photographs the "
         "denominator is small, so the figures are not comparable with the paper's ImageNet values."
     ]
     return write_report(

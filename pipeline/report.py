@@ -7,7 +7,7 @@ the folder can be copied, zipped or served as it is. It shows
 1. a warning banner when the run used AlexNet with random weights or the embedded default
    photographs (:func:`provenance_warnings`) — such a run checks the pipeline, it does not
    reproduce the paper;
-2. the normalised reconstruction error of every target beside the paper's value (SPEC §6);
+2. the normalised reconstruction error of every target beside the paper's value (docs/method.md §6);
 3. every figure with its caption, then the training loss curves;
 4. the notes, and "How this run was made": weights, data, parameters and code version.
 

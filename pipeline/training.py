@@ -1,4 +1,4 @@
-"""Train a decoder to invert a representation (``invert train TARGET``), SPEC §5.
+"""Train a decoder to invert a representation (``invert train TARGET``), docs/method.md §5.
 
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
 trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). Batches
@@ -250,7 +250,7 @@ def train_step(
     images: torch.Tensor | None = None,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> float:
-    """One Adam step on the pixel MSE (SPEC §5).
+    """One Adam step on the pixel MSE (docs/method.md §5).
 
     Parameters
     ----------

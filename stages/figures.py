@@ -41,7 +41,7 @@ from stages.common import params_option, read_section, reports_errors
 def figures(
     images: str, features: str, models: str, reconstructions: str, out: str, params_file: str
 ) -> None:
-    """Render the paper's figures (SPEC §6) from the pipeline's outputs.
+    """Render the paper's figures (docs/method.md §6) from the pipeline's outputs.
 
     Reads the `figures` section of the params file. Writes, each where its inputs exist:
     fig1_shallow.png (Fig. 1), fig2_alexnet.png (Fig. 2), fig3_dark_knowledge.png,
