@@ -148,3 +148,12 @@ def test_dvc_metrics_show_holds_evaluation_metrics_only() -> None:
         for m in stage.get("do", stage).get("metrics", [])
     ]
     assert declared and all(path.startswith("metrics/eval/") for path in declared)
+
+
+def test_an_empty_layer_list_is_a_config_error(tmp_path: Path) -> None:
+    params = _params(tmp_path, {"extract": {"alexnet": {"layers": []}}})
+    r = CliRunner().invoke(
+        main,
+        ["extract", "alexnet", "--images", "i", "--out", "o/{name}.zarr", "--params", str(params)],
+    )
+    assert r.exit_code == 1 and "extract.alexnet.layers is empty" in r.output, r.output
