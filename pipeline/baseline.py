@@ -25,7 +25,12 @@ import torch
 from pipeline import features
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
-from pipeline.evaluation import error_metrics, normalised_error, write_reconstructions
+from pipeline.evaluation import (
+    error_interval,
+    error_metrics,
+    normalised_error,
+    write_reconstructions,
+)
 from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
@@ -127,6 +132,8 @@ def run_baseline(
     metrics = {"target": target, "mode": "optimisation [1]", **error_metrics(tgt_np, rec_np)}
     # the decoders' denominator: the mean distance between all test images
     metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
+    low, high = error_interval(tgt_np, rec_np, reference=ref_np)
+    metrics["interval_low"], metrics["interval_high"] = low, high
     metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
     described = features.get(target).describe(feature_params)
     metrics["random_weights"] = bool(described.get("random_weights"))

@@ -176,7 +176,16 @@ def write_reconstructions(
 
 
 #: decimals kept in a metrics file: what the numbers mean, not the float noise of a machine
-DECIMALS = {"normalised_error": 4, "normalised_error_subset": 4, "ssim": 4, "psnr": 2}
+DECIMALS = {
+    "normalised_error": 4,
+    "normalised_error_subset": 4,
+    "interval_low": 4,
+    "interval_high": 4,
+    "mean_image": 4,
+    "nearest_neighbour": 4,
+    "ssim": 4,
+    "psnr": 2,
+}
 
 
 def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -187,8 +196,60 @@ def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
-    """Normalised error, mean SSIM and mean PSNR of reconstructions in [0, 1].
+def error_interval(
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    reference: np.ndarray | None = None,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% bootstrap interval of the normalised error over test images.
+
+    Each resample draws the test images with replacement and recomputes both the mean
+    reconstruction distance and the mean distance between distinct draws (the denominator).
+
+    Parameters
+    ----------
+    x, x_hat : (N, ...) ndarray
+        Targets and reconstructions (N >= 2).
+    reference : (M, ...) ndarray, optional
+        As :func:`normalised_error`: a fixed set whose mean pairwise distance is the
+        denominator (then only the reconstructions are resampled).
+    resamples : int
+    seed : int
+
+    Returns
+    -------
+    (float, float)
+        The 2.5th and 97.5th percentiles.
+    """
+    a = x.reshape(len(x), -1).astype(np.float64)
+    num = np.linalg.norm(a - x_hat.reshape(len(x_hat), -1).astype(np.float64), axis=1)  # (N,)
+    sq = (a**2).sum(axis=1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * a @ a.T, 0.0))  # (N, N)
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    draws = rng.integers(0, n, size=(resamples, n))  # (R, N)
+    if reference is not None:
+        r = reference.reshape(len(reference), -1).astype(np.float64)
+        rsq = (r**2).sum(axis=1)
+        rd = np.sqrt(np.maximum(rsq[:, None] + rsq[None, :] - 2.0 * r @ r.T, 0.0))
+        denominator = rd[~np.eye(len(r), dtype=bool)].mean()
+        values = num[draws].mean(axis=1) / denominator
+        low, high = np.percentile(values, [2.5, 97.5])
+        return float(low), float(high)
+    values = np.empty(resamples)
+    for k, idx in enumerate(draws):
+        sub = dist[np.ix_(idx, idx)]
+        distinct = idx[:, None] != idx[None, :]  # pairs of two different images
+        values[k] = num[idx].mean() / sub[distinct].mean()
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, Any]:
+    """Normalised error with its 95% interval, mean SSIM and mean PSNR.
 
     Parameters
     ----------
@@ -198,8 +259,11 @@ def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
 
     ssim = [structural_similarity(a, b, channel_axis=-1, data_range=1.0) for a, b in zip(x, x_hat)]
     psnr = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(x, x_hat)]
+    low, high = error_interval(x, x_hat)
     return {
         "normalised_error": normalised_error(x, x_hat),
+        "interval_low": low,
+        "interval_high": high,
         "ssim": float(np.mean(ssim)),
         "psnr": float(np.mean(psnr)),
         "images": len(x),

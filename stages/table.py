@@ -20,7 +20,10 @@ def _cell(m: dict[str, Any] | None) -> str:
     flag = ""
     if "mean_image" in m and m["normalised_error"] >= min(m["mean_image"], m["nearest_neighbour"]):
         flag = " !"  # no better than a trivial predictor
-    return f"{m['normalised_error']:.3f} (n={m['images']}){flag}"
+    interval = ""
+    if "interval_low" in m:
+        interval = f" [{m['interval_low']:.2f}, {m['interval_high']:.2f}]"
+    return f"{m['normalised_error']:.3f}{interval} (n={m['images']}){flag}"
 
 
 def _trivial(m: dict[str, Any] | None, key: str) -> str:
@@ -61,7 +64,8 @@ def error_table(metrics_dir: Path) -> str:
     random = any(m.get("random_weights") for m in evals.values())
     text.append("")
     text.append("Normalised reconstruction error: mean ||x - x̂|| / mean distance between two")
-    text.append("test images (1.0: as far as a random other test image); n = test images scored.")
+    text.append("test images (1.0: as far as a random other test image); n = test images scored;")
+    text.append("[a, b]: 95% bootstrap interval over test images.")
     text.append("Trivial predictors on the same test images: the training-mean image, and the")
     text.append("training image whose features are nearest. '!': no better than one of them.")
     if random:

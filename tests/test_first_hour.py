@@ -124,7 +124,8 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     metrics.mkdir()
     m = {"normalised_error": 0.71349, "images": 64, "random_weights": False}
     trivial = {"mean_image": 0.8, "nearest_neighbour": 0.7}
-    (metrics / "hog.json").write_text(json.dumps({**m, **trivial, "mode": "fixed"}))
+    interval = {"interval_low": 0.69, "interval_high": 0.741}
+    (metrics / "hog.json").write_text(json.dumps({**m, **trivial, **interval, "mode": "fixed"}))
     (metrics / "mv_hog.json").write_text(json.dumps({**m, "normalised_error": 0.9, "images": 4}))
     (metrics / "ae_fc8.json").write_text(
         json.dumps({**m, "normalised_error": 0.8671, "random_weights": True})
@@ -132,7 +133,8 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["table", "--metrics", str(metrics)])
     assert r.exit_code == 0, r.output
     rows = {line.split()[0]: line for line in r.output.splitlines() if line[:1].isalpha()}
-    assert "0.713 (n=64) !" in rows["hog"] and "0.900 (n=4)" in rows["hog"]  # NN is 0.700
+    assert "0.713 [0.69, 0.74] (n=64) !" in rows["hog"]  # the nearest neighbour scores 0.700
+    assert "0.900 (n=4)" in rows["hog"]
     assert "0.800" in rows["hog"] and "0.700" in rows["hog"]
     assert rows["hog"].rstrip().endswith("0.24")  # the paper's value beside ours
     assert "0.867 (n=64)" in rows["fc8"] and "sift" not in rows

@@ -71,3 +71,19 @@ def test_evaluate_scores_the_trivial_baselines_on_the_same_images(
     expected = np.linalg.norm(x - mean, axis=1).mean() / np.mean(pairs)
     assert abs(m["mean_image"] - expected) < 2e-3  # targets are stored as uint8
     assert m["images"] == len(test_idx) and 0 < m["nearest_neighbour"] < 2
+
+
+def test_the_error_interval_brackets_the_error_and_narrows_with_n() -> None:
+    from pipeline.evaluation import error_interval, normalised_error
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 8, 8, 3))
+    noise = rng.normal(0, 0.3, x.shape) * rng.random((60, 1, 1, 1)) * 2  # uneven per image
+    low, high = error_interval(x, x + noise)
+    assert low < normalised_error(x, x + noise) < high
+    low8, high8 = error_interval(x[:8], (x + noise)[:8])
+    assert high8 - low8 > high - low > 0
+    # a fixed reference: the denominator does not move, only the reconstructions are drawn
+    lo_r, hi_r = error_interval(x[:8], (x + noise)[:8], reference=x)
+    assert lo_r < normalised_error(x[:8], (x + noise)[:8], reference=x) < hi_r
+    assert error_interval(x, x) == (0.0, 0.0)
