@@ -98,6 +98,41 @@ class _Sources:
 
 #: the figure manifest `invert figures` writes beside the PNGs: [[caption, file name], ...]
 CAPTIONS = "captions.json"
+#: the decoders scored on exactly the test images [1] inverted, beside the figures
+SAME_IMAGES = "same_images.json"
+
+
+def same_images(src: _Sources) -> dict[str, dict[str, Any]]:
+    """Each decoder's normalised error on exactly the test images [1] inverted.
+
+    [1] runs on the first few test images; its error divides by the mean distance between
+    all test images, as the decoder's does. Scoring the decoder's reconstructions of the
+    same images with the same denominator makes the two comparable.
+
+    Returns
+    -------
+    dict
+        target -> ``{"ours": float, "mv": float, "images": int}``.
+    """
+    from pipeline.evaluation import normalised_error
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in [*SHALLOW, *ALEXNET]:
+        ours, mv = src.recon(name), src.recon(f"mv_{name}")
+        if ours is None or mv is None:
+            continue
+        rec, tgt, index = (a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a for a in ours)
+        pos = {int(k): i for i, k in enumerate(index)}
+        if not all(int(k) in pos for k in mv[2]):
+            continue  # [1] inverted images the decoder did not (another split)
+        sel = [pos[int(k)] for k in mv[2]]
+        mv_rec = mv[0].astype(np.float64) / 255.0
+        out[name] = {
+            "ours": round(normalised_error(tgt[sel], rec[sel], reference=tgt), 4),
+            "mv": round(normalised_error(tgt[sel], mv_rec, reference=tgt), 4),
+            "images": len(sel),
+        }
+    return out
 
 
 def _caption(sources: _Sources, random_weights: bool | str) -> str:
@@ -396,6 +431,7 @@ def make_figures(
                 title="Figs. 8–10: images from random feature vectors",
             ),
         )
+    (out / SAME_IMAGES).write_text(json.dumps(same_images(src), indent=2) + "\n")
     manifest = [[caption, path.name] for caption, path in made]
     (out / CAPTIONS).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return made
@@ -414,6 +450,8 @@ def make_report(
 
     metrics = Path(metrics)
     rows: list[dict[str, Any]] = []
+    same_path = Path(figures_dir) / SAME_IMAGES
+    same = json.loads(same_path.read_text()) if same_path.is_file() else {}
     evals = {p.stem: json.loads(p.read_text()) for p in sorted((metrics / "eval").glob("*.json"))}
     for name in [*SHALLOW, *ALEXNET]:
         for key in (name, f"ae_{name}"):
@@ -430,6 +468,7 @@ def make_report(
                     "ssim": m["ssim"],
                     "psnr": m["psnr"],
                     "baseline": mv["normalised_error"] if mv and key == name else None,
+                    "ours_same": same.get(name, {}).get("ours") if key == name else None,
                     "mean_image": m.get("mean_image"),
                     "nearest_neighbour": m.get("nearest_neighbour"),
                     "images": m.get("images"),
