@@ -239,11 +239,14 @@ def error_interval(
         values = num[draws].mean(axis=1) / denominator
         low, high = np.percentile(values, [2.5, 97.5])
         return float(low), float(high)
-    values = np.empty(resamples)
-    for k, idx in enumerate(draws):
-        sub = dist[np.ix_(idx, idx)]
+    values = []
+    for idx in draws:
         distinct = idx[:, None] != idx[None, :]  # pairs of two different images
-        values[k] = num[idx].mean() / sub[distinct].mean()
+        if distinct.any():  # a draw of one image repeated has no denominator: skipped
+            values.append(num[idx].mean() / dist[np.ix_(idx, idx)][distinct].mean())
+    if not values:
+        point = normalised_error(x, x_hat)
+        return point, point
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
 
