@@ -29,7 +29,7 @@ def time_steps(
     """Median (wall, CPU) seconds of one Adam training step of the ``target`` decoder."""
     torch.manual_seed(0)
     model = build(target, width=width)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))  # SPEC §5
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999))  # docs/method.md §5
     s = output_size(target)
     x = torch.randn(batch, *input_shape(target))  # (B, *features)
     y = torch.rand(batch, 3, s, s)  # (B, 3, S, S) target image
@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", default=["hog", "conv5"], choices=TARGETS)
     parser.add_argument("--widths", nargs="+", type=float, default=[0.25, 1.0])
-    parser.add_argument("--batch", type=int, default=64)  # SPEC §5: batch ~64
+    parser.add_argument("--batch", type=int, default=64)  # docs/method.md §5: batch ~64
     parser.add_argument("--scale-to", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

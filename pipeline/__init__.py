@@ -12,6 +12,15 @@ The public surface is small:
 
 from __future__ import annotations
 
+import os
+
+# Same inputs, same bytes: MKL (torch's CPU BLAS) may otherwise pick another code path when
+# an array's alignment differs from run to run, and fewer threads when the machine is busy,
+# either of which changes the last bits of a matrix product. Set before torch is imported
+# (every entry point imports this package first); a user's own setting wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]

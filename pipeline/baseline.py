@@ -1,4 +1,4 @@
-"""The optimisation-based baseline of Mahendran & Vedaldi [1] on the test split (SPEC §6).
+"""The optimisation-based baseline of Mahendran & Vedaldi [1] on the test split (docs/method.md §6).
 
 Inverts the first ``images`` test images of the image store with :mod:`pipeline.inversion`
 and writes a reconstruction store and metrics laid out like :func:`pipeline.evaluation.evaluate`'s,
@@ -25,7 +25,12 @@ import torch
 from pipeline import features
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
-from pipeline.evaluation import error_metrics, normalised_error, write_reconstructions
+from pipeline.evaluation import (
+    error_interval,
+    error_metrics,
+    normalised_error,
+    write_reconstructions,
+)
 from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
@@ -96,7 +101,9 @@ def run_baseline(
         The metrics.
     """
     if target in ("lbp", "sift"):
-        raise ConfigError(f"{target} is not differentiable: [1] has no baseline for it (SPEC §6)")
+        raise ConfigError(
+            f"{target} is not differentiable: [1] has no baseline for it (docs/method.md §6)"
+        )
     if feature_params is None or isinstance(feature_params, dict):
         feature_params = features.parse_params(target, dict(feature_params or {}))
     network = (
@@ -125,6 +132,8 @@ def run_baseline(
     metrics = {"target": target, "mode": "optimisation [1]", **error_metrics(tgt_np, rec_np)}
     # the decoders' denominator: the mean distance between all test images
     metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
+    low, high = error_interval(tgt_np, rec_np, reference=ref_np)
+    metrics["interval_low"], metrics["interval_high"] = low, high
     metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
     described = features.get(target).describe(feature_params)
     metrics["random_weights"] = bool(described.get("random_weights"))

@@ -18,7 +18,10 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-__all__ = ["as_dict", "load_section", "parse"]
+__all__ = ["SECTIONS", "as_dict", "load_section", "parse"]
+
+#: The top-level sections of ``params.yaml``, one per stage; any other is a typo.
+SECTIONS = ("prepare", "extract", "train", "evaluate", "baseline", "figures")
 
 T = TypeVar("T")
 
@@ -176,6 +179,20 @@ def load_section(path: str | Path | None, section: str) -> Mapping[str, Any] | N
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"params file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"params file {str(path)!r} must be a mapping of sections, got {data!r}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        import difflib
+
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), SECTIONS, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"params file {str(path)!r} has unknown section(s) {', '.join(hints)}; "
+            f"sections: {', '.join(SECTIONS)}"
+        )
     node: Any = data
     for part in section.split("."):
         if not isinstance(node, Mapping):

@@ -1,6 +1,6 @@
 """Up-convolutional decoders that reconstruct an image from a feature representation.
 
-One decoder per inverted representation (SPEC §4): the shallow features HOG, SIFT and LBP
+One decoder per inverted representation (docs/method.md §4): the shallow features HOG, SIFT and LBP
 (256×256 output) and the eight AlexNet layer groups CONV1..FC8 (216/208/192/128 output).
 Every layer is named as in the supplement's tables (``convA1``, ``upconvJ4``, ``fc1``, ...), so
 a checkpoint's keys read like the paper (``convA1.weight``).
@@ -77,7 +77,7 @@ __all__ = [
     "version",
 ]
 
-#: Negative slope of every leaky ReLU (SPEC §4, supplement p. 1).
+#: Negative slope of every leaky ReLU (docs/method.md §4, supplement p. 1).
 LEAKY_SLOPE = 0.2
 
 #: Fewest channels a hidden layer keeps when ``width`` shrinks it.
@@ -519,7 +519,7 @@ def version(target: str) -> int:
 
 
 def output_size(target: str) -> int:
-    """Side ``S`` of the decoder's square output ``(B, 3, S, S)`` (SPEC §4).
+    """Side ``S`` of the decoder's square output ``(B, 3, S, S)`` (docs/method.md §4).
 
     256 for hog/sift/lbp; 216 for conv1 (27·8); 208 for conv2–4 (13·16); 192 for conv5
     (6·32); 128 for fc6–fc8 (4·32).

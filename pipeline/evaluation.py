@@ -1,4 +1,4 @@
-"""Reconstruct the test split with a trained decoder and measure the errors (SPEC §6).
+"""Reconstruct the test split with a trained decoder and measure the errors (docs/method.md §6).
 
 The paper's figure of merit is the **normalised reconstruction error**: the mean over test
 images of ``||x - x̂||₂`` divided by the mean ``||x_i - x_j||₂`` over pairs of distinct test
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import features
+from pipeline import features, trivial
 from pipeline.checkpoints import load_decoder, read_model_file
 from pipeline.devices import resolve_device
 from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError
@@ -53,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Normalised errors the paper reports (SPEC §6; "~" values recollected, not read).
+#: Normalised errors the paper reports (docs/method.md §6; "~" values recollected, not read).
 PAPER_ERRORS: dict[str, float] = {"hog": 0.24, "sift": 0.28, "lbp": 0.38}
 #: HOG inversions by other methods, as the paper reports them.
 PAPER_BASELINES: dict[str, dict[str, float]] = {"hog": {"HOGgles": 0.61, "M&V [1]": 0.63}}
@@ -71,11 +71,20 @@ class EvalParams:
         Evaluate only the first test images (quick runs); ``None``: the whole test split.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
+    baseline_images : int
+        Training images (a seeded random subset of the training split) behind the trivial
+        baselines scored beside the decoder: their mean image, and the nearest neighbour in
+        feature space (:mod:`pipeline.trivial`).
     """
 
     batch_size: int = 16
     max_images: int | None = None
     device: str = "auto"
+    baseline_images: int = 512
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.baseline_images < 1:
+            raise ConfigError("evaluate: batch_size and baseline_images must be >= 1")
 
 
 def normalised_error(
@@ -158,16 +167,92 @@ def write_reconstructions(
             content = content_digest(rec8, tgt8)
             writer.finalize(
                 fingerprint=identity_of({"content": content, "id": writer.identity}),
-                attrs={"metrics": metrics},
+                attrs={"metrics": rounded(metrics)},
             )
     if metrics_path is not None:
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+        Path(metrics_path).write_text(json.dumps(rounded(metrics), indent=2) + "\n")
     return Path(out)
 
 
-def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
-    """Normalised error, mean SSIM and mean PSNR of reconstructions in [0, 1].
+#: decimals kept in a metrics file: what the numbers mean, not the float noise of a machine
+DECIMALS = {
+    "normalised_error": 4,
+    "normalised_error_subset": 4,
+    "interval_low": 4,
+    "interval_high": 4,
+    "mean_image": 4,
+    "nearest_neighbour": 4,
+    "ssim": 4,
+    "psnr": 2,
+}
+
+
+def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the figures of :data:`DECIMALS` rounded (others unchanged)."""
+    return {
+        k: round(v, DECIMALS[k]) if k in DECIMALS and isinstance(v, float) else v
+        for k, v in metrics.items()
+    }
+
+
+def error_interval(
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    reference: np.ndarray | None = None,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% bootstrap interval of the normalised error over test images.
+
+    Each resample draws the test images with replacement and recomputes both the mean
+    reconstruction distance and the mean distance between distinct draws (the denominator).
+
+    Parameters
+    ----------
+    x, x_hat : (N, ...) ndarray
+        Targets and reconstructions (N >= 2).
+    reference : (M, ...) ndarray, optional
+        As :func:`normalised_error`: a fixed set whose mean pairwise distance is the
+        denominator (then only the reconstructions are resampled).
+    resamples : int
+    seed : int
+
+    Returns
+    -------
+    (float, float)
+        The 2.5th and 97.5th percentiles.
+    """
+    a = x.reshape(len(x), -1).astype(np.float64)
+    num = np.linalg.norm(a - x_hat.reshape(len(x_hat), -1).astype(np.float64), axis=1)  # (N,)
+    sq = (a**2).sum(axis=1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * a @ a.T, 0.0))  # (N, N)
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    draws = rng.integers(0, n, size=(resamples, n))  # (R, N)
+    if reference is not None:
+        r = reference.reshape(len(reference), -1).astype(np.float64)
+        rsq = (r**2).sum(axis=1)
+        rd = np.sqrt(np.maximum(rsq[:, None] + rsq[None, :] - 2.0 * r @ r.T, 0.0))
+        denominator = rd[~np.eye(len(r), dtype=bool)].mean()
+        values = num[draws].mean(axis=1) / denominator
+        low, high = np.percentile(values, [2.5, 97.5])
+        return float(low), float(high)
+    values = []
+    for idx in draws:
+        distinct = idx[:, None] != idx[None, :]  # pairs of two different images
+        if distinct.any():  # a draw of one image repeated has no denominator: skipped
+            values.append(num[idx].mean() / dist[np.ix_(idx, idx)][distinct].mean())
+    if not values:
+        point = normalised_error(x, x_hat)
+        return point, point
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, Any]:
+    """Normalised error with its 95% interval, mean SSIM and mean PSNR.
 
     Parameters
     ----------
@@ -177,8 +262,11 @@ def error_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
 
     ssim = [structural_similarity(a, b, channel_axis=-1, data_range=1.0) for a, b in zip(x, x_hat)]
     psnr = [peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(x, x_hat)]
+    low, high = error_interval(x, x_hat)
     return {
         "normalised_error": normalised_error(x, x_hat),
+        "interval_low": low,
+        "interval_high": high,
         "ssim": float(np.mean(ssim)),
         "psnr": float(np.mean(psnr)),
         "images": len(x),
@@ -302,6 +390,58 @@ def test_batches(
         yield sel, f, x
 
 
+def trivial_predictions(
+    inv: Decoded,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    test_features: np.ndarray,
+    params: EvalParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training-mean image and the nearest-neighbour targets (:mod:`pipeline.trivial`).
+
+    Parameters
+    ----------
+    inv : Decoded
+    images_path, features_path : str or Path
+        As :func:`evaluate`; features come from the store or the inverter's encoder, as the
+        decoder's do.
+    test_features : (N, D) ndarray
+        The test images' features, flattened, in the order of the reconstructions.
+    params : EvalParams
+
+    Returns
+    -------
+    mean_image : (S, S, 3) ndarray of float32
+    nearest : (N, S, S, 3) ndarray of float32
+    """
+    source = features_path if inv.encoder is None else images_path
+    assert source is not None
+    subset = trivial.training_subset(usable_indices(source, "train"), params.baseline_images, 0)
+    images = open_store(images_path, kind="images").array("images")
+    store_feats = None
+    if inv.encoder is None:
+        assert features_path is not None
+        store_feats = open_store(features_path, kind="features").array("features")
+    total: list[np.ndarray] = []
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(subset), params.batch_size):
+            sel = subset[i : i + params.batch_size]
+            x = torch.from_numpy(np.stack([images[int(k) : int(k) + 1][0] for k in sel]))
+            x = x.permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
+            if store_feats is not None:
+                f = np.stack([store_feats[int(k) : int(k) + 1][0] for k in sel])
+            else:
+                f = inv.encode(x).float().cpu().numpy()
+            (t,) = trivial.training_targets(iter([x]), inv.target, inv.device)
+            total.append(t.sum(axis=0, dtype=np.float64))
+            yield f.reshape(len(sel), -1), t
+
+    nearest = trivial.nearest_neighbour(test_features, batches)
+    mean_image = (np.sum(total, axis=0) / len(subset)).astype(np.float32)
+    return mean_image, nearest
+
+
 def evaluate(
     model_path: str | Path,
     *,
@@ -335,7 +475,7 @@ def evaluate(
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
-    recs, tgts, index = [], [], []
+    recs, tgts, index, test_feats = [], [], [], []
     for sel, f, x in test_batches(
         inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
     ):
@@ -344,11 +484,18 @@ def evaluate(
         recs.append(y)
         tgts.append(t.permute(0, 2, 3, 1).cpu().numpy())
         index.append(sel)
+        test_feats.append(f.float().cpu().numpy().reshape(len(sel), -1))  # (B, D)
     rec, tgt, ind = np.concatenate(recs), np.concatenate(tgts), np.concatenate(index)
+    mean_image, nearest = trivial_predictions(
+        inv, images_path, features_path, np.concatenate(test_feats), params
+    )
     metrics = {
         "target": inv.target,
         "mode": inv.mode,
         **error_metrics(tgt, rec),
+        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
+        "nearest_neighbour": normalised_error(tgt, nearest),
+        "baseline_images": params.baseline_images,
         "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
         "random_weights": inv.random_weights,
     }
@@ -357,7 +504,11 @@ def evaluate(
         "kind": "reconstructions",
         "stage": "evaluate",
         "producer": inv.target,
-        "params": {"mode": inv.mode, "max_images": params.max_images},
+        "params": {
+            "mode": inv.mode,
+            "max_images": params.max_images,
+            "baseline_images": params.baseline_images,
+        },
         "decoder": identity_of(inv.config),
         "input_fingerprint": images.fingerprint,
         "dims": ["sample", "y", "x", "rgb"],

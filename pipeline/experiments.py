@@ -1,4 +1,6 @@
-"""The paper's feature-space experiments (SPEC §6, Figs. 3, 4, 6–10): feature vectors only.
+"""The paper's feature-space experiments (docs/method.md §6, Figs. 3, 4, 6–10).
+
+Feature vectors only.
 
 Each function builds the feature vectors an experiment decodes; decoding them is
 :func:`pipeline.evaluation.decode_features`.
@@ -48,7 +50,7 @@ def dark_knowledge(fc8: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray,
 
 
 def single_neurons(dim: int, neurons: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Feature vectors with one active neuron each (SPEC §6, Fig. 4).
+    """Feature vectors with one active neuron each (docs/method.md §6, Fig. 4).
 
     Parameters
     ----------

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline import features
 from pipeline.config import as_dict, parse
-from pipeline.errors import ConfigError, ExtractionFailedError
+from pipeline.errors import ConfigError, ExtractionFailedError, StoreError
 from pipeline.provenance import feature_provenance
 from pipeline.runner import RunnerParams, run_shards
 from pipeline.store import (
@@ -347,6 +347,11 @@ def extract_stores(
     images = open_store(images_path, kind="images")
     img = images.array("images")
     n, h, w = img.shape[:3]
+    if not images.array("valid")[:].any():
+        raise StoreError(
+            f"image store {str(images_path)!r} holds no usable image (all {n} skipped, see its "
+            "attrs 'skipped'); rebuild it from a source with readable images (invert prepare)"
+        )
     shard = int(images.attrs["shard_size"])
     with contextlib.ExitStack() as stack:
         writers: dict[str, StoreWriter] = {}

@@ -1,4 +1,4 @@
-"""Paper-style figures of the reconstructions (SPEC §6), written as PNG files.
+"""Paper-style figures of the reconstructions (docs/method.md §6), written as PNG files.
 
 Rendering only: every function takes arrays that other stages computed (photographs,
 reconstructions, loss logs) and lays them out like the figures of the paper [1]_ — a tight
@@ -691,14 +691,14 @@ def loss_curves(
     caption: str,
     title: str = "Training loss",
 ) -> Path:
-    """Training loss against step, one line per target, on a log scale.
+    """Training loss against step, one small panel per target, on log scales.
 
     Parameters
     ----------
     curves : mapping of str to ((T,) ndarray, (T,) ndarray)
         Target name (``"hog"``, ``"fc8"``, ...) to its steps and losses. Points whose loss
         is not finite or not positive (a diverged run) cannot be drawn on a log axis and
-        are left out; the legend gives each curve's last drawn loss.
+        are left out; each panel's title gives the target and its last drawn loss.
     out : str or Path
         PNG file to write.
     caption : str
@@ -741,8 +741,12 @@ def loss_curves(
         parsed.append((str(name), steps[keep][order], losses[keep][order]))
 
     ts = _Typesetter(DPI)
-    width, plot_h = 1080, 600  # pixels: axes block of a one-column figure
-    left, right, top, bottom = 96, 24, 16, 70  # axes margins inside the block
+    cols = min(4, len(parsed))
+    rows = -(-len(parsed) // cols)
+    panel_w, panel_h = 270, 200  # pixels per panel: one small multiple per target
+    width = max(1080, cols * panel_w)
+    plot_h = rows * panel_h + 40  # + the shared x label
+    left, right, top, bottom = 64, 12, 26, 30  # margins inside a panel
     title_lines = ts.wrap(title, width - 2 * PAD_PX, TITLE_PT, bold=True)
     lh_title = ts.line_height(TITLE_PT)
     title_h = math.ceil(len(title_lines) * lh_title + 6) if title_lines else 0
@@ -753,44 +757,39 @@ def loss_curves(
 
     fig = Figure(figsize=((width + 0.01) / DPI, (height + 0.01) / DPI), dpi=DPI, facecolor="w")
     FigureCanvasAgg(fig)
-    ax_top = PAD_PX + title_h + top
-    ax_h = plot_h - top - bottom
-    ax = fig.add_axes(
-        (
-            left / width,
-            (height - ax_top - ax_h) / height,
-            (width - left - right) / width,
-            ax_h / height,
-        )
-    )
-    styles = ["-", "--", ":", "-."]
-    for i, (name, steps, losses) in enumerate(parsed):
-        ax.plot(
-            steps,
-            losses,
-            color=f"C{i % 10}",
-            linestyle=styles[(i // 10) % len(styles)],
-            linewidth=1.4,
-            marker="o" if len(steps) == 1 else None,
-            label=f"{name} (last {losses[-1]:.4g})",
-        )
-    ax.set_yscale("log")
+    cell_w = width / cols
     font = ts.font(LABEL_PT)
-    ax.set_xlabel("training step", fontproperties=font)
-    ax.set_ylabel("training loss (log scale)", fontproperties=font)
-    ax.grid(True, which="major", color="0.85", linewidth=0.6)
-    ax.grid(True, which="minor", axis="y", color="0.93", linewidth=0.4)
-    # plain numbers ("0.05"), not mathtext powers in another font; minor ticks labelled
-    # only where the axis spans less than two decades, or they collide
-    ymin, ymax = ax.get_ylim()
-    few_decades = math.log10(ymax / ymin) < 2.0
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.yaxis.set_minor_formatter(
-        FuncFormatter(lambda v, _: f"{v:.3g}" if few_decades and _mantissa(v) in (2, 3, 5) else "")
-    )
-    ax.tick_params(which="both", labelsize=CELL_LABEL_PT + 0.5, labelfontfamily=FONT_FAMILY)
-    ax.legend(
-        prop=ts.font(CELL_LABEL_PT + 0.5), frameon=True, framealpha=0.9, ncol=1 + len(parsed) // 6
+    for i, (name, steps, losses) in enumerate(parsed):
+        r, c = divmod(i, cols)
+        x0, y0 = c * cell_w + left, PAD_PX + title_h + r * panel_h + top
+        ax_w, ax_h = cell_w - left - right, panel_h - top - bottom
+        ax = fig.add_axes((x0 / width, (height - y0 - ax_h) / height, ax_w / width, ax_h / height))
+        ax.plot(steps, losses, color="C0", linewidth=1.4, marker="o" if len(steps) == 1 else None)
+        ax.set_yscale("log")
+        ax.set_title(
+            f"{name} (last {losses[-1]:.4g})", fontproperties=ts.font(CELL_LABEL_PT + 1, True)
+        )
+        ax.grid(True, which="major", color="0.85", linewidth=0.6)
+        # plain numbers ("0.05"), not mathtext powers in another font; minor ticks labelled
+        # only where the axis spans less than a decade, or they collide
+        ymin, ymax = ax.get_ylim()
+        one_decade = math.log10(ymax / ymin) < 1.0
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_formatter(
+            FuncFormatter(
+                lambda v, _, d=one_decade: f"{v:.3g}" if d and _mantissa(v) in (2, 5) else ""
+            )
+        )
+        ax.tick_params(which="both", labelsize=CELL_LABEL_PT, labelfontfamily=FONT_FAMILY)
+    fig.text(
+        width / 2,
+        height - (PAD_PX + title_h + rows * panel_h + 8),
+        "training step (x) — training loss, pixel MSE, log scale (y); one panel per decoder",
+        transform=IdentityTransform(),
+        fontproperties=font,
+        ha="center",
+        va="top",
+        parse_math=False,
     )
 
     def text(y: float, s: str, size: float, x: float, ha: str, bold: bool = False) -> None:

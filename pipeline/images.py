@@ -1,4 +1,4 @@
-"""Image sources and the image store (``invert prepare``), SPEC §1.
+"""Image sources and the image store (``invert prepare``), docs/method.md §1.
 
 A source is listed into :class:`ImageRecord` rows (id, where the pixels come from, split,
 label), then shard tasks decode, convert and resize each image to ``size × size`` RGB uint8
@@ -95,7 +95,7 @@ class PrepareParams:
     Attributes
     ----------
     size : int
-        Side of the stored square images (SPEC §1: 256).
+        Side of the stored square images (docs/method.md §1: 256).
     limit : int or None
         Keep only the first ``limit`` records (quick runs).
     train_samples, test_samples : int
@@ -425,6 +425,27 @@ def _imagenet_records(root: Path) -> tuple[list[ImageRecord], list[str]]:
     return records, classes
 
 
+#: source kinds that take a path after the colon
+_PATH_KINDS = ("dir", "imagenet", "list")
+
+
+def resolve_source(source: str) -> str:
+    """A source as ``kind:PATH``: a plain existing folder is ``dir:``, a ``.txt`` ``list:``.
+
+    ``sample`` and explicit prefixes are kept; a prefix settles the ambiguous cases (a folder
+    named ``sample``: ``dir:sample``; an ImageNet tree: ``imagenet:PATH``).
+    """
+    kind, sep, _ = source.partition(":")
+    if source == "sample" or (sep and kind in _PATH_KINDS):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        return f"dir:{source}"
+    if path.is_file() and path.suffix == ".txt":
+        return f"list:{source}"
+    return source
+
+
 def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord], dict[str, Any]]:
     """List the samples of an image source.
 
@@ -445,6 +466,7 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
     ImageSourceError
         Unknown source kind, a missing path, or a source with no files.
     """
+    source = resolve_source(source)
     kind, _, arg = source.partition(":")
     info: dict[str, Any] = {"kind": kind, "path": arg or None}
     if kind == "sample":
@@ -470,7 +492,8 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
             records, info["classes"] = _imagenet_records(path)
     else:
         raise ImageSourceError(
-            f"unknown image source {source!r}; use sample, dir:PATH, imagenet:PATH or list:FILE"
+            f"unknown image source {source!r}: not an existing folder or .txt file; use "
+            "sample, a folder (or dir:PATH), imagenet:PATH, or a .txt list of files (list:FILE)"
         )
     if params.limit is not None:
         records = _limit(records, params.limit)
@@ -576,6 +599,7 @@ def prepare(
     Path
         The complete store.
     """
+    source = resolve_source(source)
     records, info = list_records(source, params)
     n = len(records)
     provenance = {
@@ -637,6 +661,13 @@ def prepare(
         }
         if info.get("classes") is not None:
             attrs["classes"] = info.pop("classes")
+        if not attrs["num_valid"]:
+            reasons = "\n  ".join(f"{x['path']}: {x['reason']}" for x in skipped[:10])
+            raise ImageSourceError(
+                f"no usable image in {source!r}: all {n} files were skipped:\n  {reasons}"
+                + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+                + "\nfix or replace the files (their decoded shards are kept for a rerun)"
+            )
         return writer.finalize(fingerprint=identity_of({"content": fingerprint}), attrs=attrs)
 
 

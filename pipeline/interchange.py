@@ -50,9 +50,9 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
 
 from pipeline.errors import ConfigError, CorruptStoreError, StoreError
+from pipeline.progress import progress_bar
 from pipeline.store import (
     ArraySpec,
     Store,
@@ -315,7 +315,7 @@ def _export_array(
         dset.dims[axis].label = label
     step = spec["shard"] or max(n, 1)  # one shard (or the whole small array) at a time
     hashes = []
-    for start in tqdm(range(0, n, step), desc=f"export {name}", unit="shard", leave=False):
+    for start in progress_bar(range(0, n, step), desc=f"export {name}", unit="shard", leave=False):
         block = source[start : start + step]  # a bad chunk raises CorruptStoreError here
         hashes.append(_digest(block))
         dset[start : start + len(block)] = block.astype(object) if is_str else block
@@ -467,7 +467,7 @@ def _import_export(
             return writer.out
         sharded = [s for s in specs if s.shard is not None]
         pending = writer.pending_shards()
-        for i in tqdm(pending, desc=f"import {path.name}", unit="shard"):
+        for i in progress_bar(pending, desc=f"import {path.name}", unit="shard"):
             start, stop = writer.shard_bounds(i)
             blocks = {s.name: _read_block(f, s, start, stop) for s in sharded}
             for name, block in blocks.items():
@@ -611,7 +611,7 @@ def _import_foreign(
     with StoreWriter(out_store, provenance, specs, overwrite=overwrite, wait=wait) as writer:
         if writer.up_to_date:
             return writer.out
-        for i in tqdm(writer.pending_shards(), desc=f"import {path.name}", unit="shard"):
+        for i in progress_bar(writer.pending_shards(), desc=f"import {path.name}", unit="shard"):
             start, stop = writer.shard_bounds(i)
             block = np.asarray(dset[start:stop])
             if layout == "matlab":

@@ -1,4 +1,6 @@
-"""Optimisation-based inversion, the baseline of Fig. 5 (Mahendran & Vedaldi [1]_, SPEC §6).
+"""Optimisation-based inversion, the baseline of Fig. 5 (Mahendran & Vedaldi [1]_).
+
+docs/method.md §6.
 
 Instead of training a decoder, each image is reconstructed on its own by gradient descent on
 the image ``x`` (values in [0, 1]) from its features ``Φ0``::
@@ -10,7 +12,8 @@ the image ``x`` (values in [0, 1]) from its features ``Φ0``::
 with ``Φ`` differentiable: :func:`pipeline.features.hog.hog_torch` for HOG, or a fixed
 AlexNet's :meth:`~pipeline.alexnet.AlexNetBase.forward_layers` for ``conv1`` .. ``fc8``
 (:func:`feature_function`). LBP and SIFT are not differentiable and have no baseline
-(SPEC §6). :func:`invert` optimises a batch of images at once, each with its own objective;
+(docs/method.md §6). :func:`invert` optimises a batch of images at once, each with its own
+objective;
 :func:`invert_target` goes from uint8 images to reconstructions in the pipeline's pixel
 convention, comparable with the decoders' (:func:`pipeline.pixels.target_images`).
 
@@ -84,13 +87,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from pipeline import alexnet, decoders
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, ExtractionError
 from pipeline.features.hog import HogParams, hog_torch
 from pipeline.pixels import ALEXNET_CROP, PIXEL_OFFSET, target_images
+from pipeline.progress import progress_bar
 
 __all__ = [
     "IMAGE_SIZE",
@@ -105,7 +108,7 @@ __all__ = [
     "total_variation",
 ]
 
-#: Side of the pipeline's images (SPEC §1); HOG is inverted at this size.
+#: Side of the pipeline's images (docs/method.md §1); HOG is inverted at this size.
 IMAGE_SIZE = 256
 
 #: [1]'s ``x0_sigma.mat``: the norm of a typical mean-subtracted 227×227×3 Caffe image.
@@ -133,7 +136,7 @@ _CAFFE_LAMBDA_TV = {
     "fc8": 100.0,
 }
 
-#: Targets without a differentiable Φ (SPEC §6).
+#: Targets without a differentiable Φ (docs/method.md §6).
 _NOT_DIFFERENTIABLE = ("lbp", "sift")
 
 
@@ -419,7 +422,7 @@ def invert(
             reg = reg + lambda_tv * total_variation(z, params.beta)
         return fit, fit + reg
 
-    bar = tqdm(total=params.steps, desc="invert", unit="step", disable=not progress)
+    bar = progress_bar(total=params.steps, desc="invert", unit="step", disable=not progress)
     optimizer: torch.optim.Optimizer | None = None
     for run, lr in params.phases():
         if params.optimizer == "sgd":  # [1] resets the momentum whenever the step changes
@@ -482,7 +485,8 @@ def feature_function(
     """
     if target in _NOT_DIFFERENTIABLE:
         raise ConfigError(
-            f"{target}: not differentiable: no baseline (SPEC §6); the optimisation-based "
+            f"{target}: not differentiable: no baseline (docs/method.md §6); the "
+            "optimisation-based "
             "inversion exists for hog and conv1 .. fc8 only"
         )
     dev = resolve_device(str(device)) if isinstance(device, str) else device

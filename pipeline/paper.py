@@ -1,4 +1,4 @@
-"""The paper's figures and report from the pipeline's outputs (SPEC §6).
+"""The paper's figures and report from the pipeline's outputs (docs/method.md §6).
 
 Reads trained models (``models/T/model.pt``, ``models/ae_T/model.pt``), reconstruction
 stores (``cache/reconstructions/T.zarr``, ``mv_T.zarr`` of the optimisation baseline) and
@@ -96,7 +96,46 @@ class _Sources:
         )
 
 
-def _caption(sources: _Sources, random_weights: bool) -> str:
+#: the figure manifest `invert figures` writes beside the PNGs: [[caption, file name], ...]
+CAPTIONS = "captions.json"
+#: the decoders scored on exactly the test images [1] inverted, beside the figures
+SAME_IMAGES = "same_images.json"
+
+
+def same_images(src: _Sources) -> dict[str, dict[str, Any]]:
+    """Each decoder's normalised error on exactly the test images [1] inverted.
+
+    [1] runs on the first few test images; its error divides by the mean distance between
+    all test images, as the decoder's does. Scoring the decoder's reconstructions of the
+    same images with the same denominator makes the two comparable.
+
+    Returns
+    -------
+    dict
+        target -> ``{"ours": float, "mv": float, "images": int}``.
+    """
+    from pipeline.evaluation import normalised_error
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in [*SHALLOW, *ALEXNET]:
+        ours, mv = src.recon(name), src.recon(f"mv_{name}")
+        if ours is None or mv is None:
+            continue
+        rec, tgt, index = (a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a for a in ours)
+        pos = {int(k): i for i, k in enumerate(index)}
+        if not all(int(k) in pos for k in mv[2]):
+            continue  # [1] inverted images the decoder did not (another split)
+        sel = [pos[int(k)] for k in mv[2]]
+        mv_rec = mv[0].astype(np.float64) / 255.0
+        out[name] = {
+            "ours": round(normalised_error(tgt[sel], rec[sel], reference=tgt), 4),
+            "mv": round(normalised_error(tgt[sel], mv_rec, reference=tgt), 4),
+            "images": len(sel),
+        }
+    return out
+
+
+def _caption(sources: _Sources, random_weights: bool | str) -> str:
     parts = []
     try:
         info = open_store(sources.images).attrs.get("source", {})
@@ -108,7 +147,8 @@ def _caption(sources: _Sources, random_weights: bool) -> str:
             "decoders trained briefly on a CPU — not the paper's ImageNet run."
         )
     if random_weights:
-        parts.append("AlexNet with RANDOM weights (random:SEED), not the trained CaffeNet.")
+        which = f" ({random_weights})" if isinstance(random_weights, str) else ""
+        parts.append(f"AlexNet with RANDOM weights{which}, not the trained CaffeNet.")
     return " ".join(parts)
 
 
@@ -173,12 +213,14 @@ def make_figures(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     made: list[tuple[str, Path]] = []
-    random_weights = False
+    random_weights: bool | str = False
     for name in ALEXNET:
         for prefix in ("", "ae_"):
             model = src.model(prefix + name)
             if model is not None:
-                random_weights |= load_inverter(model, device="cpu").random_weights
+                inv = load_inverter(model, device="cpu")
+                if inv.random_weights:  # say which: random:SEED as params.yaml has it
+                    random_weights = str(inv.config["feature_params"].get("weights", True))
     note = _caption(src, random_weights)
     shallow_note = _caption(src, False)  # Fig. 1 involves no AlexNet
 
@@ -234,6 +276,7 @@ def make_figures(
                 decode_features(inv, rest),
                 out / "fig3_dark_knowledge.png",
                 caption=cap,
+                title="Fig. 3: dark knowledge in FC8",
             ),
         )
     # Fig. 4: single neurons
@@ -250,7 +293,15 @@ def make_figures(
         rows.append((layer.upper(), decode_features(inv, feats), [f"#{n}" for n in neurons]))
     if rows:
         cap = f"One active neuron (its largest training value), all others zero. {note}"
-        add(cap, figures.single_neurons(rows, out / "fig4_single_neurons.png", caption=cap))
+        add(
+            cap,
+            figures.single_neurons(
+                rows,
+                out / "fig4_single_neurons.png",
+                caption=cap,
+                title="Fig. 4: images from single neurons",
+            ),
+        )
     # Fig. 5: ours vs optimisation [1] vs autoencoder
     cols = []
     for layer in ALEXNET:
@@ -295,7 +346,15 @@ def make_figures(
         rows2.append((layer.upper(), decode_features(inv, feats)))
     if rows2:
         cap = f"Decoding linear interpolations between the features of two test images. {note}"
-        add(cap, figures.interpolations(rows2, out / "fig6_interpolation.png", caption=cap))
+        add(
+            cap,
+            figures.interpolations(
+                rows2,
+                out / "fig6_interpolation.png",
+                caption=cap,
+                title="Fig. 6: interpolation between feature vectors",
+            ),
+        )
     rows3: list[tuple[str, np.ndarray]] = []
     for layer in ALEXNET:
         model = src.model(f"ae_{layer}")
@@ -317,7 +376,15 @@ def make_figures(
         )
     if rows3:
         cap = f"Interpolations with the autoencoders (encoder trained jointly). {note}"
-        add(cap, figures.interpolations(rows3, out / "fig7_interpolation_ae.png", caption=cap))
+        add(
+            cap,
+            figures.interpolations(
+                rows3,
+                out / "fig7_interpolation_ae.png",
+                caption=cap,
+                title="Fig. 7: interpolation with the autoencoders",
+            ),
+        )
     # Figs. 8-10: random feature vectors
     rng = np.random.default_rng(p.seed)
     rows4: list[tuple[str, np.ndarray]] = []
@@ -355,7 +422,18 @@ def make_figures(
             "Images from random feature vectors: per-dimension histograms and truncated "
             f"Gaussians fitted to training features (fixed AlexNet and autoencoders). {note}"
         )
-        add(cap, figures.random_samples(rows4, out / "fig8_random_features.png", caption=cap))
+        add(
+            cap,
+            figures.random_samples(
+                rows4,
+                out / "fig8_random_features.png",
+                caption=cap,
+                title="Figs. 8–10: images from random feature vectors",
+            ),
+        )
+    (out / SAME_IMAGES).write_text(json.dumps(same_images(src), indent=2) + "\n")
+    manifest = [[caption, path.name] for caption, path in made]
+    (out / CAPTIONS).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return made
 
 
@@ -372,6 +450,8 @@ def make_report(
 
     metrics = Path(metrics)
     rows: list[dict[str, Any]] = []
+    same_path = Path(figures_dir) / SAME_IMAGES
+    same = json.loads(same_path.read_text()) if same_path.is_file() else {}
     evals = {p.stem: json.loads(p.read_text()) for p in sorted((metrics / "eval").glob("*.json"))}
     for name in [*SHALLOW, *ALEXNET]:
         for key in (name, f"ae_{name}"):
@@ -388,6 +468,10 @@ def make_report(
                     "ssim": m["ssim"],
                     "psnr": m["psnr"],
                     "baseline": mv["normalised_error"] if mv and key == name else None,
+                    "ours_same": same.get(name, {}).get("ours") if key == name else None,
+                    "mean_image": m.get("mean_image"),
+                    "nearest_neighbour": m.get("nearest_neighbour"),
+                    "images": m.get("images"),
                 }
             )
     curves = {}
@@ -404,14 +488,17 @@ def make_report(
             caption="Training loss (pixel MSE) per target.",
         )
         loss = ("Training loss (pixel MSE) per target.", path)
-    figs = (
-        figure_list
-        if figure_list is not None
-        else [(p.stem.replace("_", " "), p) for p in sorted(Path(figures_dir).glob("fig*.png"))]
-    )
+    if figure_list is not None:
+        figs = figure_list
+    elif (Path(figures_dir) / CAPTIONS).is_file():  # written by `invert figures`
+        manifest = json.loads((Path(figures_dir) / CAPTIONS).read_text())
+        figs = [(c, Path(figures_dir) / name) for c, name in manifest]
+    else:
+        figs = [(p.stem.replace("_", " "), p) for p in sorted(Path(figures_dir).glob("fig*.png"))]
     notes = [
         "Normalised error: mean ||x - x̂|| over test images divided by the mean distance between "
-        "two distinct test images (SPEC §6). With the embedded default's 2 test photographs the "
+        "two distinct test images (docs/method.md §6). With the embedded default's 2 test "
+        "photographs the "
         "denominator is small, so the figures are not comparable with the paper's ImageNet values."
     ]
     return write_report(
@@ -422,4 +509,37 @@ def make_report(
         provenance=provenance,
         notes=notes,
         loss_figure=loss,
+        findings=findings(evals),
     )
+
+
+def findings(evals: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence per decoder: does it beat the trivial baselines on the test images?
+
+    Parameters
+    ----------
+    evals : dict
+        Metrics file stem (``hog``, ``ae_conv5``, ``mv_fc8``) -> its evaluation metrics.
+    """
+    out = []
+    for name in [*SHALLOW, *ALEXNET]:
+        for key, what in ((name, "decoder"), (f"ae_{name}", "autoencoder")):
+            m = evals.get(key)
+            if m is None or "mean_image" not in m:
+                continue
+            err, mean, nn = m["normalised_error"], m["mean_image"], m["nearest_neighbour"]
+            head = f"{name.upper()} {what}: {err:.3f} on {m['images']} test images"
+            if err >= mean:
+                verdict = (
+                    f"no better than the training-mean image ({mean:.3f}): its reconstructions "
+                    "carry nothing of the features"
+                )
+            elif err >= nn:
+                verdict = (
+                    f"beats the mean image ({mean:.3f}) but not the nearest training image in "
+                    f"feature space ({nn:.3f}): it recalls training images rather than inverting"
+                )
+            else:
+                verdict = f"beats the mean image ({mean:.3f}) and the nearest neighbour ({nn:.3f})"
+            out.append(f"{head} — {verdict}.")
+    return out

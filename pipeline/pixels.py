@@ -2,7 +2,8 @@
 
 A decoder is trained to output ``x / 255 - 0.5`` (zero-centred, so the last, linear layer
 starts near the mean image) at its output size: the 256×256 image for the shallow features,
-the 227×227 centre crop AlexNet saw, resized with antialiasing, for AlexNet layers (SPEC §4).
+the 227×227 centre crop AlexNet saw, resized with antialiasing, for AlexNet layers
+(docs/method.md §4).
 Evaluation and the optimisation baseline [1] score reconstructions against the same targets.
 
 References
@@ -22,14 +23,14 @@ __all__ = ["ALEXNET_CROP", "PIXEL_OFFSET", "SHALLOW_TARGETS", "target_images"]
 
 #: Pixel targets are x / 255 - 0.5.
 PIXEL_OFFSET = 0.5
-#: AlexNet targets: the centre crop the network saw (SPEC §1).
+#: AlexNet targets: the centre crop the network saw (docs/method.md §1).
 ALEXNET_CROP = 227
 #: Targets reconstructed at the full image size (no crop).
 SHALLOW_TARGETS = ("hog", "sift", "lbp")
 
 
 def target_images(x: torch.Tensor, target: str) -> torch.Tensor:
-    """The reconstruction target of a batch of images (SPEC §4).
+    """The reconstruction target of a batch of images (docs/method.md §4).
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ the folder can be copied, zipped or served as it is. It shows
 1. a warning banner when the run used AlexNet with random weights or the embedded default
    photographs (:func:`provenance_warnings`) — such a run checks the pipeline, it does not
    reproduce the paper;
-2. the normalised reconstruction error of every target beside the paper's value (SPEC §6);
+2. the normalised reconstruction error of every target beside the paper's value (docs/method.md §6);
 3. every figure with its caption, then the training loss curves;
 4. the notes, and "How this run was made": weights, data, parameters and code version.
 
@@ -33,7 +33,16 @@ __all__ = ["ERROR_TABLE_KEYS", "provenance_warnings", "write_report"]
 #: Keys of an error-table row: required, then optional (missing or None shows "—").
 ERROR_TABLE_KEYS = {
     "required": ("target", "mode", "ours"),
-    "optional": ("paper", "ssim", "psnr", "baseline"),
+    "optional": (
+        "paper",
+        "ssim",
+        "psnr",
+        "baseline",
+        "ours_same",
+        "mean_image",
+        "nearest_neighbour",
+        "images",
+    ),
 }
 
 #: Provenance keys whose value names the image source (``"sample"`` is the embedded default).
@@ -243,8 +252,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     head = (
-        "<tr><th class='text'>Target</th><th class='text'>Mode</th><th>Ours</th>"
-        "<th>Paper</th><th>Ours − paper</th><th>M&amp;V [1]</th><th>SSIM</th>"
+        "<tr><th class='text'>Target</th><th class='text'>Mode</th><th>Ours</th><th>n</th>"
+        "<th>Mean image</th><th>Nearest nb.</th>"
+        "<th>Paper</th><th>Ours − paper</th><th>M&amp;V [1]</th><th>Ours on [1]'s images</th>"
+        "<th>SSIM</th>"
         "<th>PSNR (dB)</th></tr>"
     )
     body = []
@@ -257,9 +268,14 @@ def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
         body.append(
             f"<tr class='row' data-target='{_e(r['target'])}' data-mode='{_e(r['mode'])}'>"
             f"<td class='text'>{_e(r['target'])}</td><td class='text'>{_e(r['mode'])}</td>"
-            f"<td class='ours'>{_fmt(ours)}</td><td class='paper'>{_fmt(paper)}</td>"
+            f"<td class='ours'>{_fmt(ours)}</td>"
+            f"<td>{'—' if r['images'] is None else int(r['images'])}</td>"
+            f"<td class='trivial'>{_fmt(r['mean_image'])}</td>"
+            f"<td class='trivial'>{_fmt(r['nearest_neighbour'])}</td>"
+            f"<td class='paper'>{_fmt(paper)}</td>"
             f"<td class='diff{cls}'>{'—' if diff is None else f'{diff:+.3f}'}</td>"
             f"<td class='baseline'>{_fmt(r['baseline'])}</td>"
+            f"<td class='same'>{_fmt(r['ours_same'])}</td>"
             f"<td>{_fmt(r['ssim'])}</td><td>{_fmt(r['psnr'], 2)}</td></tr>"
         )
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
@@ -290,6 +306,7 @@ def write_report(
     provenance: Mapping[str, Any],
     notes: Sequence[str] = (),
     loss_figure: tuple[str, Path] | None = None,
+    findings: Sequence[str] = (),
 ) -> Path:
     """Write the run's report, ``out_dir/index.html``, and copy its figures beside it.
 
@@ -315,6 +332,9 @@ def write_report(
     loss_figure : (str, Path), optional
         Caption and PNG of the training loss curves (:func:`pipeline.figures.loss_curves`),
         shown in their own section.
+    findings : sequence of str
+        What this run shows, one sentence each (e.g. which targets beat the trivial
+        baselines), listed under the error table.
 
     Returns
     -------
@@ -362,10 +382,18 @@ def write_report(
             "‖x − x̂‖₂, divided by the mean ‖x<sub>i</sub> − x<sub>j</sub>‖₂ over pairs of "
             "distinct test images (lower is better). “Paper”: the value of Dosovitskiy &amp; "
             "Brox (2016); “M&amp;V [1]”: the optimisation-based inversion of Mahendran &amp; "
-            "Vedaldi (CVPR 2015). Red: ours is higher than the paper's, green: lower.</p>"
+            "Vedaldi (CVPR 2015), run on the first few test images; “ours on [1]'s images”: "
+            "the decoder scored on exactly those images, with the same denominator. "
+            "n: test images scored. Mean image, nearest nb.: the "
+            "training-mean image, and the training image whose features are nearest, scored "
+            "on the same test images — what a decoder must beat to show it learnt anything. "
+            "Red: ours is higher than the paper's, green: lower.</p>"
         )
     else:
         parts.append("<p>No errors were measured in this run.</p>")
+    if findings:
+        parts.append("<h3 id='findings'>What this run shows</h3>")
+        parts.append("<ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>")
 
     parts.append("<h2 id='figures'>Figures</h2>")
     if not shown:
@@ -385,8 +413,6 @@ def write_report(
     for key, value in provenance.items():
         parts.append(f"<dt>{_e(key)}</dt><dd>{_value_html(value)}</dd>")
     parts.append("</dl>")
-    full = json.dumps(provenance, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-    parts.append(f"<details><summary>Provenance as JSON</summary><pre>{_e(full)}</pre></details>")
     parts += ["</body>", "</html>", ""]
 
     index = out_dir / "index.html"

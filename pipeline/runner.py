@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dask
-from tqdm.auto import tqdm
 
 from pipeline.errors import ConfigError
+from pipeline.progress import progress_bar
 
 __all__ = ["RunnerParams", "limit_threads", "run_shards"]
 
@@ -128,7 +128,7 @@ def run_shards(
     shards = list(tasks)
     if not shards:
         return results
-    bar = tqdm(total=len(shards), desc=desc, unit="shard", dynamic_ncols=True)
+    bar = progress_bar(total=len(shards), desc=desc, unit="shard", dynamic_ncols=True)
     try:
         if scheduler_address:
             from distributed import Client, as_completed

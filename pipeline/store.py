@@ -425,7 +425,11 @@ def open_store(
             hint = (
                 f" (an interrupted write is in {str(partials[0])!r}: rerun its stage to finish it)"
             )
-        raise StoreError(f"no store at {str(path)!r}{hint}; create it with its stage first")
+        make = {
+            "images": f"invert prepare --source sample --out {path}",
+            "features": f"invert extract FEATURE --images IMAGE_STORE --out {path}",
+        }.get(kind or "", "its stage (dvc repro)")
+        raise StoreError(f"no store at {str(path)!r}{hint}; create it first: {make}")
     if attrs.get("format") != STORE_FORMAT:
         raise StoreError(
             f"{str(path)!r} is not a store of this pipeline (format {attrs.get('format')!r}, "
@@ -446,7 +450,8 @@ def open_store(
                 f"store {str(path)!r} was made differently from what is asked:\n  "
                 + "\n  ".join(problems)
                 + "\nrecompute it with the current parameters (`dvc repro`, or rerun the stage "
-                "with --overwrite) or point to a store made with these parameters"
+                "that makes it: prepare and extract take --overwrite) or point to a store made "
+                "with these parameters"
             )
     return Store(path=path, attrs=attrs)
 

@@ -1,4 +1,4 @@
-"""Train a decoder to invert a representation (``invert train TARGET``), SPEC §5.
+"""Train a decoder to invert a representation (``invert train TARGET``), docs/method.md §5.
 
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
 trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). Batches
@@ -43,7 +43,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from pipeline import decoders, features
 from pipeline.checkpoints import checkpoint_files, load_checkpoint, save_atomic
@@ -52,6 +51,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
 from pipeline.loader import LoaderParams, StoreStream, make_loader
 from pipeline.pixels import target_images
+from pipeline.progress import progress_bar
 from pipeline.provenance import identity_params, open_feature_store
 from pipeline.store import Store, identity_of, open_store
 
@@ -169,12 +169,12 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     autoencoder = section.pop("autoencoder", None) or {}
     if not isinstance(autoencoder, Mapping):
         raise ConfigError("params section 'train.autoencoder' must be a mapping")
+    parse(TrainParams, section, section="train")  # the common keys, reported as train.KEY
+    parse(TrainParams, {**section, **dict(autoencoder)}, section="train.autoencoder")
     if section.get("mode") == "autoencoder":  # the autoencoder subsection applies on top
         section = {**section, **{k: v for k, v in autoencoder.items() if k != "loader"}}
         if "loader" in autoencoder:
             section["loader"] = {**dict(section.get("loader") or {}), **autoencoder["loader"]}
-    else:
-        parse(TrainParams, {**section, **dict(autoencoder)}, section="train.autoencoder")
     merged = dict(section)
     own = overrides.get(target) or {}
     if not isinstance(own, Mapping):
@@ -250,7 +250,7 @@ def train_step(
     images: torch.Tensor | None = None,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
 ) -> float:
-    """One Adam step on the pixel MSE (SPEC §5).
+    """One Adam step on the pixel MSE (docs/method.md §5).
 
     Parameters
     ----------
@@ -507,7 +507,7 @@ def train(
         if device.type == "cuda"
         else contextlib.nullcontext()
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=params.steps,
         initial=step,
         desc=f"train {target}",
@@ -579,8 +579,9 @@ def train(
     metrics = {
         "target": target,
         "steps": step,
-        "train_loss": curve[-1][1] if curve else math.nan,
-        "test_loss": test_loss,
+        # pixel MSE to 4 significant digits: the float noise between machines is below that
+        "train_loss": float(f"{curve[-1][1]:.4g}") if curve else math.nan,
+        "test_loss": None if test_loss is None else float(f"{test_loss:.4g}"),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     out = Path(out)

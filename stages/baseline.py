@@ -40,7 +40,7 @@ from stages.common import as_mapping, params_option, read_section, reports_error
 def baseline(
     target: str, images_path: str, out: str, metrics_path: str | None, params_file: str
 ) -> None:
-    """Invert TARGET features by gradient descent on the image ([1], SPEC §6).
+    """Invert TARGET features by gradient descent on the image ([1], docs/method.md §6).
 
     Reads the `baseline` section of the params file, and the representation from `extract`
     (`extract.hog` for HOG, `extract.alexnet`'s arch and weights for AlexNet layers): the

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "baseline": "stages.baseline:baseline",
     "figures": "stages.figures:figures",
     "report": "stages.figures:report",
+    "table": "stages.table:table",
     "export": "stages.interchange:export",
     "import": "stages.interchange:import_",
 }
@@ -65,6 +66,7 @@ def main(verbose: int) -> None:
       report    metrics + figures -> report/index.html
 
     Interchange: export (a store -> HDF5), import (HDF5 -> a store).
+    `invert table` prints the error table of a run.
 
     Every command reads only its own section of params.yaml and records what made each
     store; a store made differently is refused, an interrupted run resumes.

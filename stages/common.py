@@ -20,8 +20,8 @@ params_option = click.option(
     type=click.Path(dir_okay=False),
     default="params.yaml",
     show_default=True,
-    help="Parameters file; the command reads only its own section. A missing default file "
-    "means the paper's defaults.",
+    help="Parameters file; the command reads only its own section (and, where it uses a "
+    "feature or AlexNet, that part of `extract`). Run from the repository root or pass a path.",
 )
 
 
@@ -35,11 +35,11 @@ def as_mapping(value: Any, section: str) -> dict[str, Any]:
 
 
 def read_section(params_file: str | None, section: str) -> dict[str, Any]:
-    """The stage's section of the params file (``{}``: absent file at the default path)."""
-    from pathlib import Path
+    """The stage's section of the params file (``{}`` when the section is absent).
 
-    if params_file == "params.yaml" and not Path(params_file).exists():
-        return {}
+    A missing file is an error naming it: silently falling back to the paper's defaults
+    (300k training steps) is never what a user in the wrong folder wants.
+    """
     return as_mapping(load_section(params_file, section), section)
 
 

@@ -50,7 +50,7 @@ def evaluate(
 
     Reads the `evaluate` section of the params file. Writes OUT (reconstructions and
     targets, uint8) and the metrics JSON: the paper's normalised reconstruction error
-    (SPEC §6), SSIM and PSNR, with the paper's value beside ours where it gives one.
+    (docs/method.md §6), SSIM and PSNR, with the paper's value beside ours where it gives one.
     """
     params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
     m = evaluate_model(

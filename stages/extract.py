@@ -75,9 +75,12 @@ def extract(
     if device is not None:
         section["device"] = device
     address = apply_runner_flags(section, "extract", workers, scheduler)
-    run, params = parse_extract_section(section, names[0])
     if not names:
-        raise ConfigError("no layers to extract: extract.alexnet.layers is empty")
+        raise ConfigError(
+            "no layers to extract: extract.alexnet.layers is empty; list at least one of "
+            f"{', '.join(features.FAMILIES['alexnet'])}"
+        )
+    run, params = parse_extract_section(section, names[0])
     outs = {name: out.format(name=name) for name in names}
     paths = extract_stores(
         names,

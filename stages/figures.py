@@ -41,11 +41,14 @@ from stages.common import params_option, read_section, reports_errors
 def figures(
     images: str, features: str, models: str, reconstructions: str, out: str, params_file: str
 ) -> None:
-    """Render the paper's figures (SPEC §6, Figs. 1-10) from the pipeline's outputs.
+    """Render the paper's figures (docs/method.md §6) from the pipeline's outputs.
 
-    Reads the `figures` section of the params file. Writes OUT/fig*.png: shallow and AlexNet
-    reconstructions, dark knowledge, single neurons, ours vs [1] vs autoencoder,
-    interpolations and images from random features — each figure whose inputs exist.
+    Reads the `figures` section of the params file. Writes, each where its inputs exist:
+    fig1_shallow.png (Fig. 1), fig2_alexnet.png (Fig. 2), fig3_dark_knowledge.png,
+    fig4_single_neurons.png, fig5_methods.png (ours vs [1] vs autoencoder),
+    fig6_interpolation.png, fig7_interpolation_ae.png, and fig8_random_features.png (the
+    paper's Figs. 8–10 in one), plus captions.json (each figure's caption, which the report
+    shows).
     """
     params = parse(FigureParams, read_section(params_file, "figures"), section="figures")
     made = make_figures(

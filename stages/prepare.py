@@ -21,8 +21,9 @@ from stages.common import (
     "--source",
     default="sample",
     show_default=True,
-    help="sample (photographs inside scikit-image), dir:PATH (every file below PATH), "
-    "imagenet:PATH (train/<wnid>/*, val/), or list:FILE (one path a line).",
+    help="sample (photographs inside scikit-image), a folder or dir:PATH (every file below "
+    "it), imagenet:PATH (train/<wnid>/*, val/), or a .txt file or list:FILE (one path a "
+    "line). Use the prefix where a plain path is ambiguous (a folder named sample).",
 )
 @click.option(
     "--out",

@@ -83,7 +83,7 @@ def train(
     steps: int | None,
     mode: str | None,
 ) -> None:
-    """Train the decoder that inverts TARGET (pixel MSE, Adam; SPEC §5).
+    """Train the decoder that inverts TARGET (pixel MSE, Adam; docs/method.md §5).
 
     Reads the `train` section of the params file, with the TARGET subsection applied on
     top, and TARGET's extractor parameters from `extract` (`extract.hog`, `extract.alexnet`,

@@ -88,12 +88,27 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
         ["extract", "hog", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
     )
     assert r.exit_code == 1 and "no store at" in r.output
+    assert "invert prepare --source sample --out" in r.output  # the command that makes it
 
 
-def test_repository_params_are_valid() -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    parse(PrepareParams, params["prepare"], section="prepare")
-    parse_extract_section(params["extract"], "hog")
+def test_every_section_of_the_repository_params_parses() -> None:
+    """Every section of params.yaml through the parsers the stages use."""
+    from pipeline.baseline import BaselineParams
+    from pipeline.config import SECTIONS, load_section
+    from pipeline.evaluation import EvalParams
+    from pipeline.paper import FigureParams
+    from pipeline.training import parse_train_section
+
+    path = ROOT / "params.yaml"
+    assert set(yaml.safe_load(path.read_text())) == set(SECTIONS)
+    parse(PrepareParams, load_section(path, "prepare"), section="prepare")
+    for name in ("hog", "sift", "lbp", "conv5"):
+        parse_extract_section(load_section(path, "extract"), name)
+    for target in ("hog", "sift", "lbp", "conv1", "fc8"):
+        assert parse_train_section(load_section(path, "train"), target).steps >= 1
+    parse(EvalParams, load_section(path, "evaluate"), section="evaluate")
+    parse(BaselineParams, load_section(path, "baseline"), section="baseline")
+    parse(FigureParams, load_section(path, "figures"), section="figures")
 
 
 def test_sigkill_during_prepare_then_rerun_equals_clean_run(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Tests of :mod:`pipeline.decoders` against the supplement's Tables 2–6.
 
-The layer tables below are written out again from SPEC §4, independently of the module, so a
+The layer tables below are written out again from docs/method.md §4, independently of the
+module, so a
 slip in either shows up as a mismatch. Full-width models are built on the ``meta`` device:
 shapes and parameter counts without allocating ~10⁸ floats.
 """
@@ -20,7 +21,7 @@ from pipeline.errors import ConfigError
 SMALL_WIDTH = 0.125  # smallest widths keep the suite fast; hidden layers floor at 8 channels
 
 # (name, kind, kernel, stride, in_channels, out_channels, output spatial size); kind "fc" has
-# kernel/stride 0 and output size 0. Tables 2–6 of the supplement, SPEC §4.
+# kernel/stride 0 and output size 0. Tables 2–6 of the supplement, docs/method.md §4.
 HOG_TABLE = [
     ("convA1", "conv", 5, 2, 31, 256, 16),
     ("convA2", "conv", 5, 2, 256, 512, 8),

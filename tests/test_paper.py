@@ -69,6 +69,16 @@ def run(image_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             out=recs / f"{target}.zarr",
             metrics_path=metrics / "eval" / f"{target}.json",
         )
+    from pipeline.baseline import BaselineParams, run_baseline
+    from pipeline.inversion import InversionParams
+
+    run_baseline(
+        "hog",
+        images_path=image_store,
+        out=recs / "mv_hog.zarr",
+        metrics_path=metrics / "eval" / "mv_hog.json",
+        params=BaselineParams(images=2, batch_size=2, inversion=InversionParams(steps=2)),
+    )
     ae = TrainParams(**{**TINY.__dict__, "mode": "autoencoder", "steps": 1})
     train(
         "conv5",
@@ -169,6 +179,16 @@ def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> Non
         "fig7_interpolation_ae.png",
         "fig8_random_features.png",
     ]
+    # the decoder on exactly [1]'s two images, with the whole split's denominator
+    same = json.loads((tmp_path / "figs" / "same_images.json").read_text())
+    ours, mv = open_store(run / "recs" / "hog.zarr"), open_store(run / "recs" / "mv_hog.zarr")
+    pos = [list(ours.array("index")[:]).index(k) for k in mv.array("index")[:]]
+    t = ours.array("targets")[:].reshape(len(pos) and -1, 256 * 256 * 3) / 255.0
+    r = ours.array("reconstructions")[:].reshape(len(t), -1) / 255.0
+    d = np.linalg.norm(t[:, None] - t[None], axis=2)[~np.eye(len(t), dtype=bool)].mean()
+    expected = np.linalg.norm(t[pos] - r[pos], axis=1).mean() / d
+    assert same["hog"]["images"] == 2 and abs(same["hog"]["ours"] - expected) < 1e-3
+    assert set(same) == {"hog"}  # no [1] run for the other targets
     r = runner.invoke(
         main,
         [

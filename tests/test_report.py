@@ -99,15 +99,16 @@ def test_report_table_beside_paper(figure_pngs: list[Path], tmp_path: Path) -> N
         ("sift", "fixed"),
         ("fc8", "autoencoder"),
     ]
-    # ours, then the paper's value in the next cell, then the difference
+    # ours, n, the two trivial baselines, the paper's value, then the difference
+    blank = "<td>—</td><td class='trivial'>—</td><td class='trivial'>—</td>"
     assert (
-        "<td class='ours'>0.312</td><td class='paper'>0.240</td><td class='diff worse'>+0.072</td>"
-        in page
+        f"<td class='ours'>0.312</td>{blank}<td class='paper'>0.240</td>"
+        "<td class='diff worse'>+0.072</td>" in page
     )
-    assert "<td class='ours'>0.271</td><td class='paper'>0.280</td>" in page
+    assert f"<td class='ours'>0.271</td>{blank}<td class='paper'>0.280</td>" in page
     assert "<td class='diff better'>-0.009</td>" in page
     assert "<td class='baseline'>0.630</td>" in page and "17.23" in page
-    assert "<td class='ours'>0.500</td><td class='paper'>—</td>" in page
+    assert f"<td class='ours'>0.500</td>{blank}<td class='paper'>—</td>" in page
 
 
 def test_report_figures_exist_and_are_escaped(figure_pngs: list[Path], tmp_path: Path) -> None:
@@ -238,3 +239,29 @@ def test_screenshot_script_needs_a_report(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2 and "no " in result.stderr and "index.html" in result.stderr
+
+
+def test_findings_say_which_decoders_beat_the_trivial_baselines() -> None:
+    from pipeline.paper import findings
+
+    evals = {
+        "hog": {"normalised_error": 0.6, "images": 64, "mean_image": 0.8, "nearest_neighbour": 0.7},
+        "fc6": {
+            "normalised_error": 0.8,
+            "images": 64,
+            "mean_image": 0.79,
+            "nearest_neighbour": 0.9,
+        },
+        "conv5": {
+            "normalised_error": 0.7,
+            "images": 8,
+            "mean_image": 0.8,
+            "nearest_neighbour": 0.6,
+        },
+        "sift": {"normalised_error": 0.7, "images": 64},  # no baselines measured: no sentence
+    }
+    got = findings(evals)
+    assert len(got) == 3
+    assert got[0].startswith("HOG decoder: 0.600 on 64 test images — beats the mean image")
+    assert "CONV5 decoder: 0.700 on 8 test images" in got[1] and "recalls training" in got[1]
+    assert got[2].startswith("FC6 decoder") and "no better than the training-mean image" in got[2]

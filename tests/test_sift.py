@@ -1,4 +1,4 @@
-"""Tests of the SIFT grid extractor (SPEC §2) on photographs from ``skimage.data``."""
+"""Tests of the SIFT grid extractor (docs/method.md §2) on photographs from ``skimage.data``."""
 
 from __future__ import annotations
 

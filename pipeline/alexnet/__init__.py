@@ -1,4 +1,4 @@
-"""The AlexNet family whose layers the paper inverts (SPEC §3), in one package.
+"""The AlexNet family whose layers the paper inverts (docs/method.md §3), in one package.
 
 - :mod:`pipeline.alexnet.network` — the architectures, :func:`build`, :func:`preprocess`;
 - :mod:`pipeline.alexnet.weights` — reading ``.caffemodel`` / ``.npz`` / ``.pth`` files;

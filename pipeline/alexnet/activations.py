@@ -1,4 +1,4 @@
-"""AlexNet activations CONV1 … FC8 as a family of extractors (SPEC §3).
+"""AlexNet activations CONV1 … FC8 as a family of extractors (docs/method.md §3).
 
 ``extract("conv5", images, arch="caffenet", weights="bvlc_reference_caffenet.caffemodel")``
 returns ``(N, 256, 6, 6)``; fc layers return ``(N, C)``. The feature runner computes every
@@ -36,7 +36,8 @@ class AlexNetParams:
     Attributes
     ----------
     arch : str
-        ``caffenet`` (the paper's network, SPEC §3) or ``torchvision`` (a different network,
+        ``caffenet`` (the paper's network, docs/method.md §3) or ``torchvision`` (a different
+        network,
         64/192/384/256/256 channels, no LRN or groups: never used in place of caffenet).
     weights : str
         A ``.caffemodel``, ``.npz``, ``.pth`` / ``.pt`` file of that architecture, or

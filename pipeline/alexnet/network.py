@@ -1,4 +1,4 @@
-"""The AlexNet family whose layers the paper inverts (SPEC §3, supplement Table 1).
+"""The AlexNet family whose layers the paper inverts (docs/method.md §3, supplement Table 1).
 
 Two named architectures, never substituted for one another:
 
@@ -267,7 +267,8 @@ class CaffeNet(AlexNetBase):
 class TorchvisionAlexNet(AlexNetBase):
     """torchvision's ``alexnet`` ([4]_), with torchvision's state-dict keys.
 
-    A second, named architecture (SPEC §3): 64/192/384/256/256 channels, no groups, no LRN,
+    A second, named architecture (docs/method.md §3): 64/192/384/256/256 channels, no groups,
+    no LRN,
     conv1 with padding 2, an adaptive 6x6 average pool before the classifier, dropout before
     fc6 and fc7. Its layer groups, for a 224x224 input, take the activation after:
 
@@ -489,7 +490,7 @@ def preprocess(images: np.ndarray | Tensor, arch: str | Architecture) -> Tensor:
     ----------
     images : (N, H, W, 3) ndarray or Tensor
         RGB, uint8 in 0..255, or floating in [0, 1] (a float tensor keeps its gradient and
-        device). ``H, W >= input_size``; the pipeline's images are 256x256 (SPEC §1).
+        device). ``H, W >= input_size``; the pipeline's images are 256x256 (docs/method.md §1).
     arch : str or Architecture
         ``"caffenet"``: 227x227 crop, BGR, 0..255 minus the per-channel ImageNet mean
         (B, G, R) = (104.007, 116.669, 122.679). ``"torchvision"``: 224x224 crop, RGB in
@@ -664,5 +665,9 @@ def describe_weights(weights: str | Path) -> dict[str, str | int]:
         return {"kind": "random", "seed": parse_random_seed(str(weights))}
     path = Path(weights)
     if not path.is_file():
-        raise WeightsError(f"no weights file at {path}; check the path or use 'random:SEED'")
+        raise WeightsError(
+            f"no weights file at {str(path)!r} (extract.alexnet.weights in params.yaml; a "
+            "relative path is relative to the folder the command runs in, the repository root "
+            "under dvc repro); check the path or use 'random:SEED'"
+        )
     return {"kind": "file", "file": path.name, "sha256": file_sha256(path)}

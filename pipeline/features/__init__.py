@@ -1,4 +1,4 @@
-"""The feature extractors of the paper, behind one registry (SPEC §2–3).
+"""The feature extractors of the paper, behind one registry (docs/method.md §2–3).
 
 >>> from pipeline.features import extract
 >>> feats = extract("hog", images)            # (N, 256, 256, 3) uint8 -> (N, 31, 32, 32)

@@ -1,4 +1,4 @@
-"""What an extractor is, and the image conventions every shallow feature shares (SPEC §1).
+"""What an extractor is, and the image conventions every shallow feature shares (docs/method.md §1).
 
 An extractor maps a batch of images ``(N, H, W, 3) uint8`` RGB to a batch of feature arrays
 ``(N, *shape) float32``. It is described by an :class:`Extractor` record: its name, a version

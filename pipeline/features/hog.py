@@ -1,4 +1,4 @@
-"""Histograms of oriented gradients, VLFeat's UoCTTI variant ``vl_hog(im, 8)`` (SPEC §2).
+"""Histograms of oriented gradients, VLFeat's UoCTTI variant ``vl_hog(im, 8)`` (docs/method.md §2).
 
 Central-difference gradients at the interior pixels (for colour, the channel with the largest
 gradient); each pixel votes its magnitude into the nearest of ``2 * O`` directed orientation
@@ -489,9 +489,9 @@ def hog_torch(images: torch.Tensor, params: HogParams = HogParams()) -> torch.Te
       get none; they flow through the magnitudes, the bilinear weights and the block
       normalisation. Under autograd the magnitude uses torch's ``sqrt`` (one ulp off now and
       then on the CPU), whose gradient is set to 0 at a zero gradient.
-    - The orientation scores use the raw gradient, as the VLFeat releases do; SPEC §2 (and
-      VLFeat's code after 0.9.21) divides it by its norm first, which moves a gradient lying
-      within a rounding of a bin boundary to the neighbouring bin now and then.
+    - The orientation scores use the raw gradient, as the VLFeat releases do (docs/method.md
+      §2); VLFeat's code after 0.9.21 divides it by its norm first, which moves a gradient
+      lying within a rounding of a bin boundary to the neighbouring bin now and then.
     - Exactness of the bins assumes gradients in float32's normal range (|g| > 1.2e-38): no
       image with pixel differences that small occurs in practice.
 

@@ -1,4 +1,4 @@
-"""Uniform local binary patterns (LBP), VLFeat's ``vl_lbp(grey, 16)`` (SPEC §2).
+"""Uniform local binary patterns (LBP), VLFeat's ``vl_lbp(grey, 16)`` (docs/method.md §2).
 
 Every interior pixel gets an 8-bit code, one bit per 3×3 neighbour (bit k is 1 when that
 neighbour is strictly brighter than the centre); the 256 codes are quantised to 58 bins; the

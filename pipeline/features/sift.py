@@ -1,4 +1,4 @@
-"""SIFT keypoints laid out on a grid of cells (SPEC §2).
+"""SIFT keypoints laid out on a grid of cells (docs/method.md §2).
 
 The paper runs VLFeat's SIFT detector with its default settings (3 levels per octave, first
 octave 0, peak threshold 0, edge threshold 10) and turns the keypoints into a dense array: the
@@ -243,7 +243,7 @@ def grid_from_keypoints(
 
 
 def sift(images: np.ndarray, params: SiftParams | None = None) -> np.ndarray:
-    """SIFT keypoints of a batch of images, on a grid of cells (SPEC §2).
+    """SIFT keypoints of a batch of images, on a grid of cells (docs/method.md §2).
 
     Parameters
     ----------

@@ -1,0 +1,87 @@
+"""``invert table``: the paper-style error table of a run, in the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: the paper's rows, in its order (Table 1 and Fig. 5 of the paper)
+ROWS = ("hog", "sift", "lbp", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+#: normalised errors the paper reports for the shallow features (Fig. 1)
+PAPER = {"hog": 0.24, "sift": 0.28, "lbp": 0.38}
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "–"
+    flag = ""
+    if "mean_image" in m and m["normalised_error"] >= min(m["mean_image"], m["nearest_neighbour"]):
+        flag = " !"  # no better than a trivial predictor
+    interval = ""
+    if "interval_low" in m:
+        interval = f" [{m['interval_low']:.2f}, {m['interval_high']:.2f}]"
+    return f"{m['normalised_error']:.3f}{interval} (n={m['images']}){flag}"
+
+
+def _trivial(m: dict[str, Any] | None, key: str) -> str:
+    return "–" if m is None or key not in m else f"{m[key]:.3f}"
+
+
+def error_table(metrics_dir: Path) -> str:
+    """The table as text: ours, autoencoder, [1] and the paper per target, with n."""
+    evals = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+    header = (
+        "target",
+        "ours (fixed)",
+        "mean image",
+        "nearest nb.",
+        "autoencoder",
+        "[1] (optimisation)",
+        "paper",
+    )
+    lines = [header]
+    for target in ROWS:
+        if not any(k in evals for k in (target, f"ae_{target}", f"mv_{target}")):
+            continue
+        paper = PAPER.get(target)
+        lines.append(
+            (
+                target,
+                _cell(evals.get(target)),
+                _trivial(evals.get(target), "mean_image"),
+                _trivial(evals.get(target), "nearest_neighbour"),
+                _cell(evals.get(f"ae_{target}")),
+                _cell(evals.get(f"mv_{target}")),
+                "–" if paper is None else f"{paper:.2f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    random = any(m.get("random_weights") for m in evals.values())
+    text.append("")
+    text.append("Normalised reconstruction error: mean ||x - x̂|| / mean distance between two")
+    text.append("test images (1.0: as far as a random other test image); n = test images scored;")
+    text.append("[a, b]: 95% bootstrap interval over test images.")
+    text.append("Trivial predictors on the same test images: the training-mean image, and the")
+    text.append("training image whose features are nearest. '!': no better than one of them.")
+    if random:
+        text.append("AlexNet rows: RANDOM weights (random:SEED), not the paper's trained CaffeNet.")
+    return "\n".join(text)
+
+
+@click.command()
+@click.option(
+    "--metrics",
+    "metrics_dir",
+    default="metrics/eval",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder of the evaluation metrics JSON files (evaluate, evaluate_ae, baseline).",
+)
+def table(metrics_dir: str) -> None:
+    """Print the error table of a run (what `dvc metrics show` holds, as the paper lays it out)."""
+    click.echo(error_table(Path(metrics_dir)))
