@@ -110,3 +110,9 @@ def test_network_settings_are_read_from_extract_only(stage: str) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert {"arch", "weights"} <= set(params["extract"]["alexnet"])
     assert not {"arch", "weights"} & set(params[stage])
+
+
+def test_bytecode_caches_are_not_part_of_a_code_folder_dep() -> None:
+    """pipeline/alexnet and pipeline/features are folder deps: __pycache__ must not count."""
+    ignored = (ROOT / ".dvcignore").read_text().split()
+    assert "__pycache__/" in ignored and "*.pyc" in ignored
