@@ -239,15 +239,6 @@ def test_target_images_sizes() -> None:
     assert float(y.min()) >= -0.5 and float(y.max()) <= 0.5
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_training_step(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
-    params = TrainParams(**{**TINY.__dict__, "device": "cuda", "steps": 2})
-    path = _run(image_store, hog_store, tmp_path, params)
-    _, config = load_decoder(path)
-    assert config["params"]["device"] == "cuda" and path.exists()
-
-
 def test_autoencoder_trains_the_encoder_too(image_store: Path, tmp_path: Path) -> None:
     params = TrainParams(**{**TINY.__dict__, "mode": "autoencoder", "steps": 2})
     result = train(
