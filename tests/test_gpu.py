@@ -53,8 +53,8 @@ def test_training_step_on_the_device_equals_the_cpu_step(target: str, device: to
     torch.manual_seed(0)
     cpu_net = decoders.build(target, width=0.25)
     dev_net = copy.deepcopy(cpu_net).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    feats = torch.relu(torch.randn(8, *decoders.input_shape(target)))
-    images = torch.randint(0, 256, (8, 3, 256, 256), dtype=torch.uint8)
+    feats = torch.relu(torch.randn(4, *decoders.input_shape(target)))
+    images = torch.randint(0, 256, (4, 3, 256, 256), dtype=torch.uint8)
     losses, grads, deltas = [], [], []
     for net, dev, autocast in (
         (cpu_net, torch.device("cpu"), None),
