@@ -162,9 +162,11 @@ def vl_sift(images: np.ndarray) -> np.ndarray:
 def _vlfeat_available(name: str) -> str | None:
     """None where VLFeat's ``name`` runs here, else why not."""
     try:
-        {"hog": vl_hog, "sift": vl_sift}.get(name, lambda x: vl_lbp(x[..., 0] / 255.0))(
-            np.zeros((1, 32, 32, 3), np.uint8)
-        )
+        x = np.zeros((1, 32, 32, 3), np.uint8)
+        if name == "lbp":
+            vl_lbp(np.zeros((1, 32, 32), np.float32))
+        else:
+            {"hog": vl_hog, "sift": vl_sift}[name](x)
     except Exception as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -382,8 +384,7 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         shape = (n, *ext.output_shape(ext.params_type(), 256, 256))
         out = root / f"{name}-cli.zarr"
         args = ["extract", name, "--images", str(store), "--out", str(out)]
-        args += ["--params", str(root / "none.yaml")]
-        (root / "none.yaml").write_text("extract: {}\n")  # the paper's defaults
+        args += ["--params", str(Path(__file__).resolve().parents[1] / "params.yaml")]
 
         def api(_name: str = name) -> np.ndarray:
             return features.extract(_name, images)
