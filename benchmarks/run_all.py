@@ -786,18 +786,23 @@ def main() -> None:
         import subprocess
         import sys
 
+        t0 = time.perf_counter()
+        print(f"$ python benchmarks/run_all.py {' '.join(sys.argv[1:])}", flush=True)
+        print(time.strftime("started %Y-%m-%d %H:%M:%S %Z"), flush=True)
         for section in args.only:
             cmd = [sys.executable, __file__, "--images", str(args.images), "--repeat"]
             cmd += [str(args.repeat), "--only", section]
             if args.features:
                 cmd += ["--features", *args.features]
             subprocess.run(cmd, check=True)
+        print(f"all sections: {time.perf_counter() - t0:.0f} s")
         return
     names = args.features or [n for n in ("hog", "lbp", "sift") if _available(n)]
     import logging
 
     logging.getLogger("pipeline").setLevel(logging.WARNING)
     print(f"machine: {machine()}")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with workdir() as root:
         store = image_store(root, args.images)
         images = open_store(store).array("images")[:]
@@ -823,6 +828,7 @@ def main() -> None:
         if "loader" in args.only:
             print("## Training loader\n")
             print("\n".join(bench_loader(root, store, args.repeat)), "\n")
+    print("load average after: {:.2f} {:.2f} {:.2f}\n".format(*os.getloadavg()))
 
 
 def _available(name: str) -> bool:
