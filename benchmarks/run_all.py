@@ -3,23 +3,32 @@
     python benchmarks/run_all.py                 # all sections
     python benchmarks/run_all.py --only features --images 128
 
-Sections:
+Sections (each in its own process; every row says what it times, in which process, on how
+many threads):
 
 - ``features``: images/s of our HOG / LBP / SIFT against VLFeat (cyvlfeat / libvl.so) on the
   same 256×256 photographs, one core each (VLFeat is single-threaded), and their max
-  difference;
+  difference; LBP on the grey images (the grey conversion is outside both timed regions);
+- ``cores``: every core on both sides: ``extract()`` (the Python API) and ``invert extract``
+  (the stage, in-process) against VLFeat run in one process per core;
 - ``runner``: ``extract_store`` (read shards, decompress, compute, compress, write, Dask) against
   the extractor alone on the same images with the same parallelism — the runner's overhead;
-- ``schedulers``: local Dask ``threads`` against ``processes`` per extractor.
+- ``schedulers``: local Dask ``threads`` against ``processes`` per extractor;
+- ``activations``: AlexNet extraction against a bare forward, stored bytes per layer;
+- ``loader``: the training DataLoader as ``invert train`` builds it against the same batches
+  from page-cached ``.npy`` memmaps through the same DataLoader settings, and against the
+  consumption of a width-1.0 HOG training step.
 
-Timings are the best of ``--repeat`` runs. Nothing here asserts a speed: it prints figures.
+The contenders of a section run interleaved, round after round (``interleaved_best``): this
+VM has slow spells of up to 40% that a best-of-N of one contender after the other does not
+even out. Each figure is a contender's best round. Nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import io
 import os
 import platform
 import shutil
@@ -37,9 +46,6 @@ from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import PrepareParams, prepare
 from pipeline.runner import RunnerParams, limit_threads
 from pipeline.store import open_store
-
-#: the VLFeat reference of each shallow feature: module attribute name
-REFERENCES = {"hog": "hog_vlfeat", "lbp": "lbp_vlfeat", "sift": None}
 
 
 def machine() -> str:
@@ -110,43 +116,305 @@ def image_store(root: Path, n: int) -> Path:
     return prepare("sample", root / "images.zarr", params)
 
 
-def _reference(name: str) -> Callable[[np.ndarray, Any], np.ndarray] | None:
-    """VLFeat's version of feature ``name`` with our calling convention, if there is one."""
-    ext = features.get(name)
-    if name == "sift":
-        vlfeat = ext.params_type(backend="vlfeat")
-        return lambda x, _p: ext.compute(x, vlfeat)
-    module = importlib.import_module(f"pipeline.features.{name}")
-    ref_name = REFERENCES.get(name)
-    return getattr(module, ref_name) if ref_name and hasattr(module, ref_name) else None
+# -- VLFeat, called the way its users call it -----------------------------------------------
+def vl_hog(images: np.ndarray) -> np.ndarray:
+    """VLFeat's ``vl_hog(im2single(im), 8)`` per image through cyvlfeat (as ``hog_vlfeat``)."""
+    from pipeline.features.hog import hog_vlfeat
+
+    return hog_vlfeat(images)
 
 
-def _feature_row(name: str, images: np.ndarray, repeat: int) -> str:
-    ext = features.get(name)
-    params = ext.params_type()
-    ref = _reference(name)
-    with limit_threads(1):
-        ext.compute(images[:8], params)  # warm-up (tables, allocator)
-        t_ours = best_of(repeat, lambda: ext.compute(images, params))
-        ours = ext.compute(images, params)
-        if ref is None:
-            return f"| {name} | {len(images) / t_ours:.1f} | – | – | – |"
+def vl_lbp(grey: np.ndarray, cell_size: int = 16) -> np.ndarray:
+    """VLFeat's ``vl_lbp(grey, cell_size)`` per image: what the MEX file does, through ctypes.
+
+    Parameters
+    ----------
+    grey : (N, H, W) ndarray of float32
+        Grey images (MATLAB: ``single(rgb2gray(im)) / 255``), converted beforehand.
+
+    Returns
+    -------
+    (N, 58, H // cell_size, W // cell_size) ndarray of float32
+    """
+    from pipeline.features.lbp import _VL_LBP_UNIFORM, _libvl
+
+    lib = _libvl()
+    n, height, width = grey.shape
+    out = np.empty((n, 58, height // cell_size, width // cell_size), np.float32)
+    for i in range(n):  # one vl_lbp call per image: new, process, delete (toolbox/misc/vl_lbp.c)
+        handle = lib.vl_lbp_new(_VL_LBP_UNIFORM, 0)
         try:
-            ref(images[:2], params)
-        except Exception as err:  # a missing VLFeat is reported, not fatal
-            return f"| {name} | {len(images) / t_ours:.1f} | n/a ({err}) | – | – |"
-        t_ref = best_of(repeat, lambda: ref(images, params))
-        diff = float(np.abs(ours - ref(images, params)).max())
+            lib.vl_lbp_process(
+                handle, out[i].ctypes.data, grey[i].ctypes.data, width, height, cell_size
+            )
+        finally:
+            lib.vl_lbp_delete(handle)
+    return out
+
+
+def vl_sift(images: np.ndarray) -> np.ndarray:
+    """VLFeat's ``vl_sift`` per image through cyvlfeat, laid out on our grid of cells."""
+    from pipeline.features.sift import SiftParams, sift
+
+    return sift(images, SiftParams(backend="vlfeat"))
+
+
+def _vlfeat_available(name: str) -> str | None:
+    """None where VLFeat's ``name`` runs here, else why not."""
+    try:
+        x = np.zeros((1, 32, 32, 3), np.uint8)
+        if name == "lbp":
+            vl_lbp(np.zeros((1, 32, 32), np.float32))
+        else:
+            {"hog": vl_hog, "sift": vl_sift}[name](x)
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+# -- one core each ---------------------------------------------------------------------------
+def _one_core_row(
+    name: str,
+    what: str,
+    ours: Callable[[], np.ndarray],
+    ref: Callable[[], np.ndarray],
+    n: int,
+    repeat: int,
+) -> str:
+    with limit_threads(1):
+        ours()  # warm-up (tables, allocator)
+        ref()
+        t_ours, t_ref = interleaved_best(repeat, ours, ref)
+        agreement = _agreement(name, ours(), ref())
     return (
-        f"| {name} | {len(images) / t_ours:.1f} | {len(images) / t_ref:.1f} | "
-        f"{t_ref / t_ours:.2f}x | {diff:.2e} |"
+        f"| {name} | {what} | {n / t_ours:.1f} | {n / t_ref:.1f} | **{t_ref / t_ours:.2f}x** | "
+        f"{agreement} |"
     )
 
 
+def _agreement(name: str, ours: np.ndarray, ref: np.ndarray) -> str:
+    """Max abs difference; for SIFT (other keypoints), the share of cells that agree."""
+    if name != "sift":
+        return f"max abs diff {float(np.abs(ours - ref).max()):.1e}"
+    from pipeline.features.sift import SIFT_CHANNELS
+
+    present = SIFT_CHANNELS - 1  # the presence flag
+    same = float(np.mean(ours[:, present] == ref[:, present]))
+    return f"{100 * same:.2f}% of cells agree on a keypoint (`benchmarks/sift_agreement.py`)"
+
+
 def bench_features(images: np.ndarray, names: list[str], repeat: int) -> list[str]:
-    rows = ["| feature | ours img/s | VLFeat img/s | ours / VLFeat | max abs diff |"]
-    rows.append("|---|---|---|---|---|")
-    rows += [_feature_row(name, images, repeat) for name in names]
+    from pipeline.features.base import to_grey
+    from pipeline.features.hog import hog
+    from pipeline.features.lbp import lbp
+    from pipeline.features.sift import sift
+
+    n = len(images)
+    grey = to_grey(images)  # (N, H, W) float32, once, outside every timed region
+    rows = [
+        "Main process, one thread each: torch.set_num_threads(1), cv2.setNumThreads(1); "
+        "VLFeat is single-threaded. Contenders interleaved, best of "
+        f"{repeat} rounds.",
+        "",
+        "| feature | timed: ours vs VLFeat | ours img/s | VLFeat img/s | ours / VLFeat | "
+        "agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        why = _vlfeat_available(name)
+        if why is not None:
+            rows.append(f"| {name} | VLFeat not available: {why} | | | | |")
+            continue
+        if name == "hog":
+            rows.append(
+                _one_core_row(
+                    "hog",
+                    "`hog(images)` (uint8 to float inside) vs `vl_hog(im2single(im), 8)` "
+                    "per image through cyvlfeat (conversion inside)",
+                    lambda: hog(images),
+                    lambda: vl_hog(images),
+                    n,
+                    repeat,
+                )
+            )
+        elif name == "lbp":
+            rows.append(
+                _one_core_row(
+                    "lbp",
+                    "`lbp(grey)` vs `vl_lbp(grey, 16)` per image (libvl.so through ctypes); "
+                    "the same float32 grey images, converted once before timing",
+                    lambda: lbp(grey),
+                    lambda: vl_lbp(grey),
+                    n,
+                    repeat,
+                )
+            )
+            rows.append(
+                _one_core_row(
+                    "lbp",
+                    "`lbp(images)` from RGB uint8, our grey conversion timed, vs the same "
+                    "`vl_lbp(grey, 16)` (its conversion not timed)",
+                    lambda: lbp(images),
+                    lambda: vl_lbp(grey),
+                    n,
+                    repeat,
+                )
+            )
+        elif name == "sift":
+            rows.append(
+                _one_core_row(
+                    "sift",
+                    "`sift(images)` (opencv backend) vs `sift(images, backend=vlfeat)`: "
+                    "`vl_sift` per image through cyvlfeat; both convert to grey and fill the "
+                    "grid inside",
+                    lambda: sift(images),
+                    lambda: vl_sift(images),
+                    n,
+                    repeat,
+                )
+            )
+    return rows
+
+
+# -- every core ------------------------------------------------------------------------------
+_POOL_STATE: dict[str, Any] = {}
+
+
+def _pool_init(
+    images_name: str, shape: tuple[int, ...], out_name: str, out_shape: tuple[int, ...]
+) -> None:
+    """A VLFeat worker process: attach the shared images and output, one thread."""
+    from multiprocessing import shared_memory
+
+    _POOL_STATE["shm"] = [
+        shared_memory.SharedMemory(images_name),
+        shared_memory.SharedMemory(out_name),
+    ]
+    _POOL_STATE["images"] = np.ndarray(shape, np.uint8, buffer=_POOL_STATE["shm"][0].buf)
+    _POOL_STATE["out"] = np.ndarray(out_shape, np.float32, buffer=_POOL_STATE["shm"][1].buf)
+
+
+def _pool_task(task: tuple[str, int, int]) -> None:
+    """VLFeat's ``name`` on images ``lo:hi``, written into the shared output."""
+    from pipeline.features.base import to_grey
+
+    name, lo, hi = task
+    x = _POOL_STATE["images"][lo:hi]
+    if name == "hog":
+        _POOL_STATE["out"][lo:hi] = vl_hog(x)
+    elif name == "lbp":
+        _POOL_STATE["out"][lo:hi] = vl_lbp(to_grey(x))
+    else:
+        _POOL_STATE["out"][lo:hi] = vl_sift(x)
+
+
+class VlfeatPool:
+    """VLFeat in one process per core, the way a VLFeat user parallelises (``parfor``).
+
+    Generous to VLFeat: the processes start before timing, read the images from shared
+    memory and write the features into shared memory (nothing pickled), and take parts of
+    16 images as they free up, as ``extract()``'s threads do. LBP's grey conversion
+    (``to_grey``, MATLAB's ``rgb2gray``) is inside its timed region here, as ours is.
+    """
+
+    def __init__(self, images: np.ndarray, out_shape: tuple[int, ...], workers: int) -> None:
+        import multiprocessing as mp
+        from multiprocessing import shared_memory
+
+        self.n = len(images)
+        self.shm_in = shared_memory.SharedMemory(create=True, size=images.nbytes)
+        np.ndarray(images.shape, np.uint8, buffer=self.shm_in.buf)[:] = images
+        size = int(np.prod(out_shape)) * 4
+        self.shm_out = shared_memory.SharedMemory(create=True, size=size)
+        self.out = np.ndarray(out_shape, np.float32, buffer=self.shm_out.buf)
+        ctx = mp.get_context("spawn")  # a clean process: no inherited torch/OpenMP threads
+        self.pool = ctx.Pool(
+            workers,
+            initializer=_pool_init,
+            initargs=(self.shm_in.name, images.shape, self.shm_out.name, out_shape),
+        )
+        self.workers = workers
+
+    def run(self, name: str) -> np.ndarray:
+        part = max(1, min(16, -(-self.n // (4 * self.workers))))  # extract()'s parts
+        tasks = [(name, lo, min(lo + part, self.n)) for lo in range(0, self.n, part)]
+        self.pool.map(_pool_task, tasks, chunksize=1)
+        return self.out
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+        for shm in (self.shm_in, self.shm_out):
+            shm.close()
+            shm.unlink()
+
+
+def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[str]:
+    """Every core on both sides: ``extract()`` and ``invert extract`` vs VLFeat in processes."""
+    import subprocess
+    import sys
+
+    from stages.cli import main as invert
+
+    images = open_store(store).array("images")[:]
+    n, cores = len(images), os.cpu_count() or 1
+    rows = [
+        f"{cores} cores on both sides. Ours: `extract(name, images)` in the main process "
+        f"({cores} threads, each computing parts of 16 images with one torch and one OpenCV "
+        "thread); `invert extract NAME --images STORE --out OUT` run in-process "
+        f"(stages.cli.main: reads the image store, computes with {cores} Dask threads, "
+        "writes the feature store); the same command as a new process (interpreter and "
+        f"imports included), once per round. VLFeat: {cores} worker processes started "
+        "before timing, parts of 16 images from shared memory into shared memory "
+        "(`VlfeatPool`). Interleaved, best of "
+        f"{repeat} rounds.",
+        "",
+        "| feature | `extract()` img/s | `invert extract` img/s (new process) | VLFeat x "
+        f"{cores} processes img/s | `extract()` / VLFeat | `invert extract` / VLFeat "
+        "(new process) | agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name in names:
+        why = _vlfeat_available(name)
+        if why is not None:
+            rows.append(f"| {name} | VLFeat not available: {why} | | | | | |")
+            continue
+        ext = features.get(name)
+        shape = (n, *ext.output_shape(ext.params_type(), 256, 256))
+        out = root / f"{name}-cli.zarr"
+        args = ["extract", name, "--images", str(store), "--out", str(out)]
+        args += ["--params", str(Path(__file__).resolve().parents[1] / "params.yaml")]
+
+        def api(_name: str = name) -> np.ndarray:
+            return features.extract(_name, images)
+
+        def stage(_args: list[str] = args) -> None:
+            sink = io.StringIO()  # its messages and progress bars, untimed work aside
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                invert(_args, standalone_mode=False)
+
+        def stage_process(_args: list[str] = args) -> None:
+            cmd = [sys.executable, "-m", "stages", *_args]
+            subprocess.run(cmd, check=True, env=env, capture_output=True)
+
+        clean = lambda _o=out: shutil.rmtree(_o, ignore_errors=True)  # noqa: E731
+        stage.setup = clean  # type: ignore[attr-defined]
+        stage_process.setup = clean  # type: ignore[attr-defined]
+        pool = VlfeatPool(images, shape, cores)
+        try:
+            ref = lambda _name=name, _p=pool: _p.run(_name)  # noqa: E731
+            ref()  # warm-up: every worker imports its libraries
+            api()
+            t_api, t_stage, t_proc, t_ref = interleaved_best(repeat, api, stage, stage_process, ref)
+            agreement = _agreement(name, api(), ref())
+        finally:
+            pool.close()
+        rows.append(
+            f"| {name} | {n / t_api:.1f} | {n / t_stage:.1f} ({n / t_proc:.1f}) | "
+            f"{n / t_ref:.1f} | **{t_ref / t_api:.2f}x** | **{t_ref / t_stage:.2f}x** "
+            f"({t_ref / t_proc:.2f}x) | {agreement} |"
+        )
     return rows
 
 
@@ -155,6 +423,13 @@ def bench_runner(store: Path, root: Path, names: list[str], repeat: int) -> list
     workers = os.cpu_count() or 1
     batch = 64
     rows = [
+        f"Main process, {workers} threads. Extractor alone: `ext.compute` on batches of "
+        f"{batch} in a pool of {workers} threads, one torch/OpenCV thread each. "
+        "`extract_store`: the whole stage on the same images (read the image shards, "
+        f"compute, compress, write) with {workers} Dask threads, one torch/OpenCV thread each. "
+        f"Interleaved, best of {repeat} rounds; the last column times the extractor inside "
+        "the stage's own run.",
+        "",
         "| feature | extractor alone s | `extract_store` s | runner overhead | same run: wall "
         "over the extractor's own compute time |",
         "|---|---|---|---|---|",
@@ -227,20 +502,28 @@ def _overhead_inside_one_run(
 
 
 def bench_schedulers(store: Path, root: Path, names: list[str], repeat: int) -> list[str]:
-    rows = ["| feature | threads s | processes s | faster |", "|---|---|---|---|"]
+    rows = [
+        f"`extract_store` with the local Dask scheduler `threads` or `processes`, "
+        f"{os.cpu_count()} workers (one torch/OpenCV thread each), interleaved, best of "
+        f"{repeat} rounds (process start-up included).",
+        "",
+        "| feature | threads s | processes s | faster |",
+        "|---|---|---|---|",
+    ]
     for name in names:
-        times = {}
+        fns = []
         for sched in ("threads", "processes"):
             run = ExtractParams(runner=RunnerParams(scheduler=sched))  # type: ignore[arg-type]
+            out = root / f"{name}-{sched}.zarr"
 
-            def whole(_run: ExtractParams = run, _name: str = name) -> None:
-                out = root / f"{_name}-s.zarr"
-                shutil.rmtree(out, ignore_errors=True)
-                extract_store(_name, store, out, run=_run)
+            def whole(_run: ExtractParams = run, _name: str = name, _out: Path = out) -> None:
+                extract_store(_name, store, _out, run=_run)
 
-            times[sched] = best_of(repeat, whole)
-        fast = min(times, key=lambda k: times[k])
-        rows.append(f"| {name} | {times['threads']:.2f} | {times['processes']:.2f} | {fast} |")
+            whole.setup = lambda _o=out: shutil.rmtree(_o, ignore_errors=True)  # type: ignore[attr-defined]
+            fns.append(whole)
+        t_threads, t_processes = interleaved_best(repeat, *fns)
+        fast = "threads" if t_threads <= t_processes else "processes"
+        rows.append(f"| {name} | {t_threads:.2f} | {t_processes:.2f} | {fast} |")
     return rows
 
 
@@ -277,7 +560,13 @@ def bench_activations(store: Path, root: Path, repeat: int) -> list[str]:
     t_bare, t_par, t_whole = interleaved_best(repeat, bare, bare_parallel, whole)
     t_ref = min(t_bare, t_par)
     rows = [
-        f"AlexNet (caffenet, {params.weights}), {len(images)} images, all 8 layers, CPU:",
+        f"AlexNet (caffenet, {params.weights}), {len(images)} images, all 8 layers, CPU, main "
+        f"process. Bare forward: `activations()` per batch with {torch_threads()} torch "
+        f"threads, or {workers} batches at once on {workers} threads of one torch thread each; "
+        "`extract_stores`: the stage (read, forward, float16, compress, write; its runner: "
+        f"{workers} Dask threads, one torch thread each). Interleaved, best of "
+        f"{repeat} rounds.",
+        "",
         "",
         "| what | seconds | overhead |",
         "|---|---|---|",
@@ -308,111 +597,171 @@ def bench_activations(store: Path, root: Path, repeat: int) -> list[str]:
     return rows
 
 
-def bench_loader(root: Path, store: Path, repeat: int) -> list[str]:
-    """Training loader: samples/s from the stores against a raw .npy memmap and a train step.
+class MemmapStream:
+    """The reference of the loader: a :class:`~pipeline.loader.StoreStream`'s batches,
+    gathered from page-cached ``.npy`` memmaps instead of the stores (no checksums).
 
-    One thread throughout (a DataLoader worker runs torch with one thread; two threads made
-    the stores' side look 15% faster than it is per worker).
+    Same order, same worker and rank split, same batch convention (``StoreStream._batch``),
+    so it runs through the same DataLoader settings. ``gather`` is ``"numpy"`` (one fancy
+    index per array) or ``"torch"`` (``torch.index_select`` into a fresh batch).
     """
-    import warnings
+
+    def __new__(cls, stream: Any, x_npy: Path, f_npy: Path, gather: str) -> Any:
+        import warnings
+
+        import torch
+        from torch.utils.data import IterableDataset, get_worker_info
+
+        from pipeline.loader import StoreStream
+
+        class _Memmap(IterableDataset):  # type: ignore[type-arg]
+            params = stream.params  # what make_loader reads
+
+            def __iter__(self) -> Iterator[tuple[Any, Any]]:
+                info = get_worker_info()  # as StoreStream.__iter__
+                worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+                logical = (worker + stream.start_batch) % workers
+                mine_done = (worker + stream.start_batch) // workers
+                streams = workers * stream.world_size
+                xm = np.load(x_npy, mmap_mode="r")
+                fm = np.load(f_npy, mmap_mode="r")
+                with warnings.catch_warnings():  # read-only maps, never written to
+                    warnings.filterwarnings("ignore", message="The given NumPy array")
+                    xt, ft = torch.from_numpy(xm), torch.from_numpy(fm)
+                b = stream.batch_size
+                pending = np.empty(0, np.int64)
+                blocks = stream._samples(stream.rank * workers + logical, streams, mine_done * b)
+                for _, idx in blocks:
+                    pending = np.concatenate([pending, idx])
+                    while len(pending) >= b:
+                        rows = np.sort(pending[:b])  # the stream orders a batch by index
+                        pending = pending[b:]
+                        if gather == "numpy":
+                            yield StoreStream._batch(xm[rows], fm[rows])
+                        else:
+                            r = torch.from_numpy(rows)
+                            x = torch.empty((b, *xm.shape[1:]), dtype=torch.uint8)
+                            f = torch.empty((b, *fm.shape[1:]), dtype=torch.float32)
+                            torch.index_select(xt, 0, r, out=x)
+                            torch.index_select(ft, 0, r, out=f)
+                            yield f, x.permute(0, 3, 1, 2)
+
+        return _Memmap()
+
+
+def bench_loader(root: Path, store: Path, repeat: int) -> list[str]:
+    """The training loader as ``invert train`` builds it, against the same batches from
+    ``.npy`` memmaps through the same DataLoader settings, and against a training step."""
+    import dataclasses
 
     import torch
+    import yaml
 
-    from pipeline import decoders
-    from pipeline.loader import LoaderParams, StoreStream
+    from pipeline.loader import StoreStream, make_loader
+    from pipeline.pixels import target_images
     from pipeline.shards import crc32c_of
+    from pipeline.training import parse_train_section, train_step
 
+    here = Path(__file__).resolve().parents[1]
+    train = parse_train_section(yaml.safe_load((here / "params.yaml").read_text())["train"], "hog")
     feats_path = root / "hog-loader.zarr"
     extract_store("hog", store, feats_path, run=ExtractParams())
     f_arr = open_store(feats_path).array("features")[:]
     x_arr = open_store(store).array("images")[:]
     np.save(root / "f.npy", f_arr)
     np.save(root / "x.npy", x_arr)
-    batch, nb = 32, 16
-    stream = StoreStream(store, feats_path, batch_size=batch, params=LoaderParams(workers=0))
+    batch, nb = train.batch_size, 64
+    pin = False  # invert train pins only for CUDA: make_loader(..., pin_memory=device is cuda)
+    rows = [
+        f"HOG features + 256x256 images, {len(x_arr)} samples, batches of {batch} (train.hog), "
+        f"train.loader of params.yaml: {dataclasses.asdict(train.loader)}. Each contender: "
+        "`make_loader(dataset, pin_memory=False)` - a DataLoader whose worker processes "
+        "(one torch thread each) build the batches and hand them to the main process "
+        "through shared memory, timed in the main process over "
+        f"{nb} batches after a warm-up; one iterator per contender kept open across "
+        f"{repeat} interleaved rounds. pin_memory: train.loader asks for it and `invert "
+        "train` uses it with CUDA only (no CUDA here: the GPU check measures it).",
+        "",
+        "| workers | loader from the Zarr stores (every sample's crc32c checked) samples/s "
+        "| memmap, numpy gather samples/s | memmap, torch gather samples/s | "
+        "stores / faster memmap |",
+        "|---|---|---|---|---|",
+    ]
+    s_store_main = None
+    for workers in sorted({max(1, train.loader.workers), os.cpu_count() or 1}):
+        params = dataclasses.replace(train.loader, workers=workers)
+        stream = StoreStream(store, feats_path, batch_size=batch, params=params, seed=0)
+        datasets = [
+            stream,
+            MemmapStream(stream, root / "x.npy", root / "f.npy", "numpy"),
+            MemmapStream(stream, root / "x.npy", root / "f.npy", "torch"),
+        ]
+        # every batch of the stores equals the memmaps' (checked untimed, 2 epochs' worth)
+        check = [iter(make_loader(d, pin_memory=pin)) for d in datasets]
+        for _ in range(2 * len(x_arr) // batch):
+            (fs, xs), *refs = [next(it) for it in check]
+            for fr, xr in refs:
+                assert torch.equal(fs, fr) and torch.equal(xs, xr), "loader batches differ"
+        del check
+        iters = [iter(make_loader(d, pin_memory=pin)) for d in datasets]
 
-    it = iter(stream)  # opened once, like the memmaps below; every timed call reads on
+        def consume(it: Iterator[Any]) -> Callable[[], None]:
+            def run() -> None:
+                for _ in range(nb):
+                    next(it)
 
-    def from_store() -> None:
-        for _ in range(nb):
-            next(it)
+            return run
 
-    fm = np.load(root / "f.npy", mmap_mode="r")
+        fns = [consume(it) for it in iters]
+        for fn in fns:
+            fn()  # warm-up: worker start, first mapping of each file
+        t_store, t_np, t_torch = interleaved_best(repeat, *fns)
+        del iters
+        s_store, s_np, s_torch = (nb * batch / t for t in (t_store, t_np, t_torch))
+        if workers == max(1, train.loader.workers):
+            s_store_main = s_store
+        rows.append(
+            f"| {workers}{' (params.yaml)' if workers == train.loader.workers else ''} | "
+            f"{s_store:.0f} | {s_np:.0f} | {s_torch:.0f} | "
+            f"**{100 * s_store / max(s_np, s_torch):.0f}%** |"
+        )
+
     xm = np.load(root / "x.npy", mmap_mode="r")
+    fm = np.load(root / "f.npy", mmap_mode="r")
 
-    blocks = stream._samples(0, 1, 0)
-    pending: list[int] = []
-
-    def from_memmap() -> None:  # the stream's own batches, gathered from the memmaps
-        for _ in range(nb):
-            while len(pending) < batch:
-                pending.extend(next(blocks)[1].tolist())
-            rows = np.sort(pending[:batch])  # the stream orders a batch by sample index
-            del pending[:batch]
-            StoreStream._batch(xm[rows], fm[rows])  # one gather copy each, as the stream
-
-    with warnings.catch_warnings():  # read-only maps, never written to
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        xt, ft = torch.from_numpy(xm), torch.from_numpy(fm)
-
-    def from_memmap_torch() -> None:  # the same, gathered by torch.index_select
-        for _ in range(nb):
-            while len(pending) < batch:
-                pending.extend(next(blocks)[1].tolist())
-            rows = torch.from_numpy(np.sort(pending[:batch]))
-            del pending[:batch]
-            x = torch.from_numpy(np.empty((batch, *xm.shape[1:]), xm.dtype))
-            f = torch.from_numpy(np.empty((batch, *fm.shape[1:]), fm.dtype))
-            torch.index_select(xt, 0, rows, out=x)
-            torch.index_select(ft, 0, rows, out=f)
-
-    def checksum_only() -> None:  # one crc32c pass over the same bytes in memory
-        rows = np.arange(nb * batch) % len(fm)
-        for i in rows.tolist():
+    def checksum_only() -> None:  # one crc32c pass over the same bytes, from memory
+        for i in (np.arange(nb * batch) % len(fm)).tolist():
             crc32c_of(xm[i])
             crc32c_of(fm[i])
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from_store()  # warm-up: the first mapping of each shard file / memmap page
-        from_memmap()
-        from_memmap_torch()
-        t_store, t_np, t_torch, t_crc = interleaved_best(
-            repeat, from_store, from_memmap, from_memmap_torch, checksum_only
-        )
-    finally:
-        torch.set_num_threads(threads)
-    t_mm = min(t_np, t_torch)  # the reference: the faster of two ways to gather from a memmap
-    model = decoders.build("hog", width=0.25)
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    with limit_threads(1):
+        checksum_only()
+        (t_crc,) = interleaved_best(repeat, checksum_only)
+
+    # the consumer: a width-1.0 HOG decoder training step on this CPU, as invert train runs it
+    from pipeline import decoders
+
+    torch.manual_seed(0)
+    model = decoders.build("hog", width=1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     f = torch.from_numpy(f_arr[:batch])
-    y = torch.from_numpy(x_arr[:batch]).permute(0, 3, 1, 2).float() / 255 - 0.5
-
-    def step() -> None:
-        loss = torch.nn.functional.mse_loss(model(f), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    y = target_images(torch.from_numpy(x_arr[:batch]).permute(0, 3, 1, 2), "hog")
+    step = lambda: train_step(model, opt, f, y)  # noqa: E731
     step()
-    t_step = best_of(repeat, step)
-    s_store, s_mm, s_step = nb * batch / t_store, nb * batch / t_mm, batch / t_step
-    return [
-        "HOG features + 256x256 images, batches of 32, one loader worker (process), 1 thread:",
+    (t_step,) = interleaved_best(min(repeat, 3), step)
+    s_step = batch / t_step
+    assert s_store_main is not None
+    rows += [
         "",
         "| what | samples/s | ratio |",
         "|---|---|---|",
-        f"| loader from the Zarr stores (every sample's crc32c checked) | {s_store:.0f} | "
-        f"{100 * s_store / s_mm:.0f}% of memmap |",
-        f"| same batches from uncompressed .npy memmaps (numpy or torch gather, the faster) | "
-        f"{s_mm:.0f} | |",
-        f"| crc32c of the same bytes alone, from memory | {nb * batch / t_crc:.0f} | "
-        f"a separate checksum pass would cap the loader at "
-        f"{100 / (1 + t_crc / t_mm):.0f}% of memmap |",
-        f"| HOG decoder train step, width 0.25, {threads} threads | {s_step:.0f} | "
-        f"loader / step = {s_store / s_step:.1f}x |",
+        f"| crc32c of the same bytes alone, main process, 1 thread, from memory | "
+        f"{nb * batch / t_crc:.0f} | |",
+        f"| HOG decoder train step (`train_step`), width 1.0, batch {batch}, main process, "
+        f"{torch.get_num_threads()} torch threads | {s_step:.1f} | loader "
+        f"({max(1, train.loader.workers)} worker) / step = **{s_store_main / s_step:.0f}x** |",
     ]
+    return rows
 
 
 def main() -> None:
@@ -420,7 +769,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="images per measurement")
     parser.add_argument("--repeat", type=int, default=5, help="best of N interleaved runs")
     parser.add_argument(
-        "--only", nargs="*", default=["features", "runner", "schedulers", "activations", "loader"]
+        "--only",
+        nargs="*",
+        default=["features", "cores", "runner", "schedulers", "activations", "loader"],
     )
     parser.add_argument(
         "--features",
@@ -435,25 +786,36 @@ def main() -> None:
         import subprocess
         import sys
 
+        t0 = time.perf_counter()
+        print(f"$ python benchmarks/run_all.py {' '.join(sys.argv[1:])}", flush=True)
+        print(time.strftime("started %Y-%m-%d %H:%M:%S %Z"), flush=True)
         for section in args.only:
             cmd = [sys.executable, __file__, "--images", str(args.images), "--repeat"]
             cmd += [str(args.repeat), "--only", section]
             if args.features:
                 cmd += ["--features", *args.features]
             subprocess.run(cmd, check=True)
+        print(f"all sections: {time.perf_counter() - t0:.0f} s")
         return
     names = args.features or [n for n in ("hog", "lbp", "sift") if _available(n)]
     import logging
 
     logging.getLogger("pipeline").setLevel(logging.WARNING)
     print(f"machine: {machine()}")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with workdir() as root:
         store = image_store(root, args.images)
         images = open_store(store).array("images")[:]
         print(f"images: {len(images)} crops of scikit-image photographs, 256x256 RGB\n")
         if "features" in args.only:
-            print("## Shallow features against VLFeat (one core each)\n")
+            print("## Shallow features against VLFeat, one core each\n")
             print("\n".join(bench_features(images, names, args.repeat)), "\n")
+        if "cores" in args.only:
+            print(
+                f"## Every core: extract() and invert extract against VLFeat, "
+                f"{os.cpu_count()} cores\n"
+            )
+            print("\n".join(bench_cores(store, root, names, args.repeat)), "\n")
         if "runner" in args.only:
             print(f"## Runner overhead ({os.cpu_count()} workers, threads)\n")
             print("\n".join(bench_runner(store, root, names, args.repeat)), "\n")
@@ -466,6 +828,7 @@ def main() -> None:
         if "loader" in args.only:
             print("## Training loader\n")
             print("\n".join(bench_loader(root, store, args.repeat)), "\n")
+    print("load average after: {:.2f} {:.2f} {:.2f}\n".format(*os.getloadavg()))
 
 
 def _available(name: str) -> bool:

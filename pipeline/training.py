@@ -329,9 +329,15 @@ def evaluate_loss(
 
 
 def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """(world size, rank, device) under torchrun (one process per GPU, or gloo on CPUs)."""
+    """(world size, rank, device) under torchrun (one process per GPU, or gloo on CPUs).
+
+    A run started by torchrun joins a process group (NCCL on GPUs, gloo on CPUs) and trains
+    through DistributedDataParallel even as a single process, so that ``torchrun
+    --nproc_per_node 1`` exercises the multi-GPU path (``scripts/gpu_check.sh``); with one
+    process DDP's gradient average is the gradient itself.
+    """
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1:
+    if world > 1 or "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun
         import torch.distributed as dist
 
         if device.type == "cuda":
@@ -340,6 +346,13 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return world, rank, device
+
+
+def _process_group() -> bool:
+    """Whether this process is part of an initialised process group (torchrun)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _batches(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -468,7 +481,7 @@ def train(
         log.info("resuming %s from step %d (%s)", target, step, ckpt_dir)
 
     net: nn.Module = model
-    if world > 1:
+    if _process_group():
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -250,3 +250,56 @@ def test_chunk_size_follows_the_codec_unless_given() -> None:
     assert ExtractParams(chunk_size=4).chunk_for("raw", 16) == 4
     with pytest.raises(ConfigError, match="chunk_size must be >= 1 or null"):
         ExtractParams(chunk_size=0)
+
+
+# -- the Python API on every core ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["hog", "lbp", "sift"])
+def test_extract_on_every_core_equals_one_call(name: str, photo_batch: np.ndarray) -> None:
+    """Parts of the batch on two threads give, bit for bit, one call on the whole batch."""
+    import cv2
+    import torch
+
+    # 18 images: parts of 3 (18 / (4 * 2) rounded up), the last one shorter
+    images = np.concatenate([photo_batch, photo_batch[:, ::-1], photo_batch[:, :, ::-1]] * 2)
+    images = np.ascontiguousarray(images[:18])
+    ext = features.get(name)
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    whole = ext.compute(images, ext.params_type())
+    parallel = features.extract(name, images, workers=2)
+    assert parallel.dtype == np.float32 and parallel.shape == whole.shape
+    np.testing.assert_array_equal(parallel, whole)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == threads  # restored
+
+
+def test_extract_runs_parts_at_once_with_one_thread_each(
+    photo_batch: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two parts are inside the extractor at the same time, each with one torch thread."""
+    import threading
+
+    import cv2
+    import torch
+
+    hog = features.get("hog")
+    both_inside = threading.Barrier(2, timeout=20)  # broken unless two calls overlap
+    seen: list[tuple[int, int, int]] = []
+
+    def compute(x: np.ndarray, p: HogParams) -> np.ndarray:
+        seen.append((len(x), torch.get_num_threads(), cv2.getNumThreads()))
+        both_inside.wait()
+        return hog.compute(x, p)
+
+    real_get = features.get
+    fake = dataclasses.replace(hog, compute=compute)
+    monkeypatch.setattr(features, "get", lambda n: fake if n == "hog" else real_get(n))
+    out = features.extract("hog", np.concatenate([photo_batch] * 2), workers=2)
+    # 8 images: parts of one image (8 / (4 * 2)), two at a time, each with one thread
+    assert seen == [(1, 1, 1)] * 8
+    np.testing.assert_array_equal(out[:4], out[4:])
+
+
+def test_extract_workers_must_not_be_negative(photo_batch: np.ndarray) -> None:
+    from pipeline.errors import ExtractionError
+
+    with pytest.raises(ExtractionError, match="workers must be >= 0"):
+        features.extract("lbp", photo_batch, workers=-1)

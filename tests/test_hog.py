@@ -311,16 +311,6 @@ def test_extractor_record() -> None:
     np.testing.assert_array_equal(features, hog(images))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu() -> None:
-    images = batch(COLOUR, 128, 160)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():
-        on_gpu = hog_torch(x.cuda()).cpu().numpy()
-    np.testing.assert_allclose(on_gpu, hog(images), rtol=0, atol=ATOL_FLOAT32)
-
-
 # --------------------------------------------------------------------------------------------
 # Validation: one test per branch
 # --------------------------------------------------------------------------------------------

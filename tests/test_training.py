@@ -239,15 +239,6 @@ def test_target_images_sizes() -> None:
     assert float(y.min()) >= -0.5 and float(y.max()) <= 0.5
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_training_step(image_store: Path, hog_store: Path, tmp_path: Path) -> None:
-    params = TrainParams(**{**TINY.__dict__, "device": "cuda", "steps": 2})
-    path = _run(image_store, hog_store, tmp_path, params)
-    _, config = load_decoder(path)
-    assert config["params"]["device"] == "cuda" and path.exists()
-
-
 def test_autoencoder_trains_the_encoder_too(image_store: Path, tmp_path: Path) -> None:
     params = TrainParams(**{**TINY.__dict__, "mode": "autoencoder", "steps": 2})
     result = train(
@@ -352,6 +343,41 @@ def test_torchrun_two_processes_on_cpu(image_store: Path, hog_store: Path, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "m.json").read_text())["steps"] == 4
     assert len(list(tmp_path.glob("ckpt/*/step-*.pt"))) == 2
+
+
+def test_one_torchrun_process_trains_through_ddp(
+    image_store: Path, hog_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started by torchrun (its environment), one process joins a gloo group and trains
+    through DistributedDataParallel, to the weights of a plain run."""
+    import socket
+
+    import torch.distributed as dist
+
+    plain = _weights(_run(image_store, hog_store, tmp_path / "plain", TINY))
+    wrapped: list[int] = []
+
+    class Spy(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, module: torch.nn.Module, **kwargs: object) -> None:
+            super().__init__(module, **kwargs)  # type: ignore[arg-type]
+            wrapped.append(dist.get_world_size())
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    for key, value in {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Spy)
+    try:
+        ddp = _weights(_run(image_store, hog_store, tmp_path / "ddp", TINY))
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert wrapped == [1]
+    for k in plain:
+        torch.testing.assert_close(ddp[k], plain[k], rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ those modules and imports one only when it is asked for.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,9 @@ def parse_params(name: str, params: dict[str, Any] | None = None) -> Any:
     return parse(ext.params_type, params or {}, section=f"extract.{ext.section}")
 
 
-def extract(name: str, images: np.ndarray, *, device: str = "cpu", **params: Any) -> np.ndarray:
+def extract(
+    name: str, images: np.ndarray, *, device: str = "cpu", workers: int = 0, **params: Any
+) -> np.ndarray:
     """Compute feature ``name`` for a batch of images.
 
     Parameters
@@ -93,6 +96,12 @@ def extract(name: str, images: np.ndarray, *, device: str = "cpu", **params: Any
         RGB images.
     device : str
         Where networks run (``"cpu"``, ``"cuda"``); shallow features ignore it.
+    workers : int
+        Shallow features (HOG, LBP, SIFT): threads computing parts of the batch at once,
+        each with one torch and one OpenCV thread, as the ``invert extract`` runner does;
+        0 (the default) means one per core, 1 one call on the whole batch with torch's and
+        OpenCV's thread settings left alone. Networks (AlexNet layers) ignore it and use
+        the device's own parallelism.
     **params
         The extractor's parameters (paper defaults when omitted); unknown keys are an error.
         AlexNet layers take ``arch``, ``weights`` (a file or ``random:SEED``) and ``dtype``.
@@ -111,10 +120,68 @@ def extract(name: str, images: np.ndarray, *, device: str = "cpu", **params: Any
             f"extract({name!r}) takes (N, H, W, 3) RGB images, got shape {images.shape}; "
             "stack single images with images[None] and grey ones with np.repeat(..., 3, -1)"
         )
+    if workers < 0:
+        raise ExtractionError(f"extract: workers must be >= 0 (0: one per core), got {workers}")
     if extractor.compute_many is not None:
         out = extractor.compute_many(images, p, [name], device)[name]
     else:
-        out = extractor.compute(images, p)
+        out = _on_every_core(extractor, images, p, workers or os.cpu_count() or 1)
     expected = (images.shape[0], *extractor.output_shape(p, images.shape[1], images.shape[2]))
     assert out.shape == expected, (out.shape, expected)
     return out.astype(np.float32, copy=False)
+
+
+def _on_every_core(
+    extractor: Extractor, images: np.ndarray, params: Any, workers: int
+) -> np.ndarray:
+    """``extractor.compute(images, params)`` with ``workers`` parts of the batch at once.
+
+    Parameters
+    ----------
+    extractor : Extractor
+        A shallow feature (no ``compute_many``).
+    images : (N, H, W, 3) ndarray of uint8
+    params : dataclass
+        The extractor's parameters.
+    workers : int
+        Threads, each computing one part at a time with one torch and one OpenCV thread
+        (the runner's scheme: ``pipeline.runner.limit_threads``); parts of at most 16
+        images are handed out as threads free up, so that images of unequal cost (SIFT's
+        keypoint counts) balance. 1: one ``compute`` call on the whole batch. Torch's
+        and OpenCV's thread settings are process-wide: they are set for the call and
+        restored after it.
+
+    Returns
+    -------
+    (N, *shape) ndarray
+        Equal, bit for bit, to one ``compute`` call on the whole batch: every extractor
+        computes each image on its own (``tests/test_extract.py``).
+    """
+    n = len(images)
+    part = max(1, min(16, -(-n // (4 * workers))))
+    bounds = [(lo, min(lo + part, n)) for lo in range(0, n, part)]
+    if workers == 1 or len(bounds) == 1:
+        return extractor.compute(images, params)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import torch
+
+    shape = extractor.output_shape(params, images.shape[1], images.shape[2])
+    out = np.empty((n, *shape), np.float32)
+
+    def run(lo_hi: tuple[int, int]) -> None:
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        out[lo_hi[0] : lo_hi[1]] = extractor.compute(images[lo_hi[0] : lo_hi[1]], params)
+
+    old = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        with ThreadPoolExecutor(min(workers, len(bounds))) as pool:
+            list(pool.map(run, bounds))
+    finally:
+        torch.set_num_threads(old[0])
+        cv2.setNumThreads(old[1])
+    return out
