@@ -17,6 +17,7 @@ sections) are left out, as they change nothing in F's store.
 from __future__ import annotations
 
 import ast
+import functools
 import shlex
 import sys
 from collections.abc import Iterable
@@ -45,13 +46,14 @@ def _in_type_checking(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
-def imports_of(path: Path, root: Path = ROOT) -> set[str]:
+@functools.cache
+def imports_of(path: Path, root: Path = ROOT) -> frozenset[str]:
     """Project modules imported anywhere in ``path`` (functions included, type-only not)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if _in_type_checking(node, parents):
+        if not isinstance(node, ast.Import | ast.ImportFrom) or _in_type_checking(node, parents):
             continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -61,7 +63,7 @@ def imports_of(path: Path, root: Path = ROOT) -> set[str]:
             for alias in node.names:
                 if module_file(f"{node.module}.{alias.name}", root) is not None:
                     found.add(f"{node.module}.{alias.name}")
-    return {m for m in found if module_file(m, root) is not None}
+    return frozenset(m for m in found if module_file(m, root) is not None)
 
 
 def closure(modules: Iterable[str], root: Path = ROOT) -> set[str]:
@@ -157,6 +159,9 @@ def main(argv: list[str]) -> int:
     if argv:
         stages = dvc_stages()
         for name in argv:
+            if name not in stages:
+                print(f"no stage {name!r} in dvc.yaml; stages: {', '.join(stages)}")
+                return 2
             cmd, _ = stages[name]
             for path in sorted(stage_closure(name, cmd)):
                 print(f"      - {path}")

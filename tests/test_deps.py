@@ -116,3 +116,26 @@ def test_bytecode_caches_are_not_part_of_a_code_folder_dep() -> None:
     """pipeline/alexnet and pipeline/features are folder deps: __pycache__ must not count."""
     ignored = (ROOT / ".dvcignore").read_text().split()
     assert "__pycache__/" in ignored and "*.pyc" in ignored
+
+
+def test_no_stage_output_is_tracked_by_git() -> None:
+    """DVC refuses to write an output git tracks, after the stage has run (minutes lost)."""
+    import subprocess
+
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    if not tracked:
+        pytest.skip("not a git checkout")
+    from dvc.repo import Repo
+
+    outs: list[str] = []
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            outs += [str(o.def_path) for o in stage.outs if o.use_cache]
+    clash = sorted(
+        o for o in outs if o in tracked or any(t.startswith(o.rstrip("/") + "/") for t in tracked)
+    )
+    assert not clash, f"git tracks these DVC-cached outputs: {clash}; git rm --cached them"

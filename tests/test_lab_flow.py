@@ -37,8 +37,8 @@ TARGETS = ["evaluate@hog", "evaluate@conv5"]
 UPSTREAM = ["prepare", "extract@hog", "extract_alexnet", "train@hog", "train@conv5"]
 #: The shared-cache set-up a lab runs in every clone (README "Sharing the cache").
 CACHE_CONFIG = [
-    ["config", "cache.shared", "group"],
-    ["config", "cache.type", "reflink,hardlink,symlink"],
+    ["config", "--local", "cache.shared", "group"],
+    ["config", "--local", "cache.type", "reflink,hardlink,symlink"],
 ]
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
 
@@ -93,8 +93,8 @@ def _tiny_params() -> dict:
 
 
 def _configure(repo: Path, cache: Path, site: Path) -> None:
-    _dvc(repo, "config", "core.site_cache_dir", str(site))  # DVC's index, kept in tmp
-    _dvc(repo, "cache", "dir", str(cache))
+    _dvc(repo, "config", "--local", "core.site_cache_dir", str(site))  # DVC's index, in tmp
+    _dvc(repo, "cache", "dir", "--local", str(cache))
     for args in CACHE_CONFIG:
         _dvc(repo, *args)
 
@@ -106,7 +106,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = _project_copy(tmp / "origin", _tiny_params())
     _configure(repo, tmp / "colleague-cache", tmp / "colleague-site")
     _dvc(repo, "repro", *TARGETS)
-    (repo / ".dvc" / "config").write_text("")  # the colleague's cache stays theirs
+    assert "cache" not in (repo / ".dvc" / "config").read_text()  # --local: not committed
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "pipeline run")
     return repo
@@ -208,7 +208,10 @@ def _downstream(repo: Path, stages: set[str]) -> set[str]:
 def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = _project_copy(tmp_path_factory.mktemp("committed") / "repo", lock=True)
     stale = _stale(repo)
-    assert not stale, f"dvc.lock is not current with the code and params (run dvc repro): {stale}"
+    assert not stale, (
+        f"dvc.lock is not current with the code and params in {len(stale)} stage(s), e.g. "
+        f"{sorted(stale)[:3]}: run `dvc repro` and commit dvc.lock"
+    )
     return repo
 
 
