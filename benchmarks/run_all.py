@@ -281,7 +281,7 @@ _POOL_STATE: dict[str, Any] = {}
 
 
 def _pool_init(
-    images_name: str, shape: tuple[int, ...], out_name: str, out_shape: tuple[int, ...]
+    images_name: str, shape: tuple[int, ...], dtype: str, out_name: str, out_shape: tuple[int, ...]
 ) -> None:
     """A VLFeat worker process: attach the shared images and output, one thread."""
     from multiprocessing import shared_memory
@@ -290,20 +290,18 @@ def _pool_init(
         shared_memory.SharedMemory(images_name),
         shared_memory.SharedMemory(out_name),
     ]
-    _POOL_STATE["images"] = np.ndarray(shape, np.uint8, buffer=_POOL_STATE["shm"][0].buf)
+    _POOL_STATE["images"] = np.ndarray(shape, dtype, buffer=_POOL_STATE["shm"][0].buf)
     _POOL_STATE["out"] = np.ndarray(out_shape, np.float32, buffer=_POOL_STATE["shm"][1].buf)
 
 
 def _pool_task(task: tuple[str, int, int]) -> None:
     """VLFeat's ``name`` on images ``lo:hi``, written into the shared output."""
-    from pipeline.features.base import to_grey
-
     name, lo, hi = task
     x = _POOL_STATE["images"][lo:hi]
     if name == "hog":
         _POOL_STATE["out"][lo:hi] = vl_hog(x)
     elif name == "lbp":
-        _POOL_STATE["out"][lo:hi] = vl_lbp(to_grey(x))
+        _POOL_STATE["out"][lo:hi] = vl_lbp(x)  # grey images, converted before timing
     else:
         _POOL_STATE["out"][lo:hi] = vl_sift(x)
 
@@ -313,8 +311,9 @@ class VlfeatPool:
 
     Generous to VLFeat: the processes start before timing, read the images from shared
     memory and write the features into shared memory (nothing pickled), and take parts of
-    16 images as they free up, as ``extract()``'s threads do. LBP's grey conversion
-    (``to_grey``, MATLAB's ``rgb2gray``) is inside its timed region here, as ours is.
+    16 images as they free up, as ``extract()``'s threads do. For LBP ``images`` are the
+    grey images (``to_grey``, MATLAB's ``rgb2gray``), converted before timing: VLFeat's
+    side does no conversion, ours (``extract`` from RGB) does.
     """
 
     def __init__(self, images: np.ndarray, out_shape: tuple[int, ...], workers: int) -> None:
@@ -323,7 +322,7 @@ class VlfeatPool:
 
         self.n = len(images)
         self.shm_in = shared_memory.SharedMemory(create=True, size=images.nbytes)
-        np.ndarray(images.shape, np.uint8, buffer=self.shm_in.buf)[:] = images
+        np.ndarray(images.shape, images.dtype, buffer=self.shm_in.buf)[:] = images
         size = int(np.prod(out_shape)) * 4
         self.shm_out = shared_memory.SharedMemory(create=True, size=size)
         self.out = np.ndarray(out_shape, np.float32, buffer=self.shm_out.buf)
@@ -331,7 +330,13 @@ class VlfeatPool:
         self.pool = ctx.Pool(
             workers,
             initializer=_pool_init,
-            initargs=(self.shm_in.name, images.shape, self.shm_out.name, out_shape),
+            initargs=(
+                self.shm_in.name,
+                images.shape,
+                str(images.dtype),
+                self.shm_out.name,
+                out_shape,
+            ),
         )
         self.workers = workers
 
@@ -354,6 +359,7 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
     import subprocess
     import sys
 
+    from pipeline.features.base import to_grey
     from stages.cli import main as invert
 
     images = open_store(store).array("images")[:]
@@ -366,7 +372,8 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         "writes the feature store); the same command as a new process (interpreter and "
         f"imports included), once per round. VLFeat: {cores} worker processes started "
         "before timing, parts of 16 images from shared memory into shared memory "
-        "(`VlfeatPool`). Interleaved, best of "
+        "(`VlfeatPool`); for LBP it gets the grey images, converted before timing (ours "
+        "converts from RGB inside `extract()`). Interleaved, best of "
         f"{repeat} rounds.",
         "",
         "| feature | `extract()` img/s | `invert extract` img/s (new process) | VLFeat x "
@@ -401,7 +408,7 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         clean = lambda _o=out: shutil.rmtree(_o, ignore_errors=True)  # noqa: E731
         stage.setup = clean  # type: ignore[attr-defined]
         stage_process.setup = clean  # type: ignore[attr-defined]
-        pool = VlfeatPool(images, shape, cores)
+        pool = VlfeatPool(to_grey(images) if name == "lbp" else images, shape, cores)
         try:
             ref = lambda _name=name, _p=pool: _p.run(_name)  # noqa: E731
             ref()  # warm-up: every worker imports its libraries
