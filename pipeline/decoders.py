@@ -7,6 +7,7 @@ a checkpoint's keys read like the paper (``convA1.weight``).
 
 Conventions shared by every decoder
 -----------------------------------
+- The first operation is :class:`InputNorm` (``input_norm.mean`` / ``input_norm.std`` buffers).
 - Every convolution, transposed convolution and fully connected layer is followed by a leaky
   ReLU of slope 0.2, except the last layer, whose output is the image with no activation.
 - All layers have a bias (Caffe's default), so a layer holds ``k*k*cin*cout + cout`` (conv)
@@ -42,6 +43,8 @@ Departures from the paper (also in the README's table):
 - The reshape after ``fc3`` is to ``(256, 4, 4)`` channel-major, Caffe's memory layout of the
   table's 4×4×256 blob.
 - Weights use PyTorch's default initialisation; the paper does not state one.
+- Every decoder first standardises its input per channel with the training split's
+  statistics (:class:`InputNorm`, set by the training stage); the paper feeds raw features.
 - ``width`` and ``in_channels`` are project extensions for quick CPU runs and for
   torchvision's AlexNet (64/192/384/256/256 conv channels); the defaults are the paper.
 """
@@ -66,6 +69,7 @@ __all__ = [
     "ConvDecoder",
     "FcDecoder",
     "HogDecoder",
+    "InputNorm",
     "LbpDecoder",
     "SiftDecoder",
     "build",
@@ -103,7 +107,8 @@ FC_RESHAPE_SIZE = 4
 #: something else from the same seed, input and ``width`` (layers, channels, paddings,
 #: activations, initialisation, parameter names): checkpoints record it and are refused by
 #: another version, and ``tests/test_golden.py`` fails on an output change without a bump.
-FAMILY_VERSIONS: dict[str, int] = {"hog": 1, "sift": 1, "lbp": 1, "conv": 1, "fc": 1}
+#: Version 2 (all families): the input standardisation :class:`InputNorm` (``input_norm.*``).
+FAMILY_VERSIONS: dict[str, int] = {"hog": 2, "sift": 2, "lbp": 2, "conv": 2, "fc": 2}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -129,6 +134,47 @@ def _upconv(cin: int, cout: int, kernel: int) -> nn.ConvTranspose2d:
     raise AssertionError(f"upconv kernel {kernel} is not in the paper's tables (4 or 5)")
 
 
+class InputNorm(nn.Module):
+    """Per-channel standardisation of the input features: ``(x - mean) / std``.
+
+    The statistics are buffers (in the state dict, not trained), set once by the training
+    stage from the training split's features (:meth:`set`); the identity until then. HOG
+    cells are ~0.1, LBP histogram bins and SIFT values span three orders of magnitude between
+    channels: standardised inputs let a short run learn the features' structure instead of
+    the training images' mean colour (docs/method.md §5; a project departure, README).
+
+    Parameters
+    ----------
+    channels : int
+        Input channels (features for fc targets).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the training statistics, ``mean`` and ``std`` of shape ``(channels,)``."""
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ConfigError(
+                f"input statistics of shape {tuple(mean.shape)} / {tuple(std.shape)} for a "
+                f"decoder with {self.mean.shape[0]} input channels"
+            )
+        if not bool((std > 0).all()):
+            raise ConfigError("input standard deviations must be > 0")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) → (B, C, ...), standardised per channel."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # broadcast over the spatial dimensions
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
 class HogDecoder(nn.Module):
     """Two-stream decoder from HOG (Table 2): ``(B, 31, 32, 32)`` → ``(B, 3, 256, 256)``.
 
@@ -150,6 +196,7 @@ class HogDecoder(nn.Module):
     def __init__(self, in_channels: int = 31, *, width: float = 1.0) -> None:
         super().__init__()
         c = partial(scaled, width=width)
+        self.input_norm = InputNorm(in_channels)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         # stream A: 32 → 4 → 32
         self.convA1 = _conv(in_channels, c(256), 5, 2)
@@ -170,6 +217,7 @@ class HogDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """features : (B, 31, 32, 32) → image : (B, 3, 256, 256); channels below at width 1."""
+        x = self.input_norm(x)  # (B, 31, 32, 32), standardised
         a = self.act(self.convA1(x))  # (B, 256, 16, 16)
         a = self.act(self.convA2(a))  # (B, 512, 8, 8)
         a = self.act(self.convA3(a))  # (B, 1024, 4, 4)
@@ -204,6 +252,7 @@ class SiftDecoder(nn.Module):
     def __init__(self, in_channels: int = 133, *, width: float = 1.0) -> None:
         super().__init__()
         c = partial(scaled, width=width)
+        self.input_norm = InputNorm(in_channels)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         self.conv1 = _conv(in_channels, c(256), 5, 2)
         self.conv2 = _conv(c(256), c(512), 3, 2)
@@ -220,6 +269,7 @@ class SiftDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """features : (B, 133, 64, 64) → image : (B, 3, 256, 256); channels at width 1."""
+        x = self.input_norm(x)  # (B, 133, 64, 64), standardised
         x = self.act(self.conv1(x))  # (B, 256, 32, 32)
         x = self.act(self.conv2(x))  # (B, 512, 16, 16)
         x = self.act(self.conv3(x))  # (B, 1024, 8, 8)
@@ -252,6 +302,7 @@ class LbpDecoder(nn.Module):
     def __init__(self, in_channels: int = 58, *, width: float = 1.0) -> None:
         super().__init__()
         c = partial(scaled, width=width)
+        self.input_norm = InputNorm(in_channels)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         # stream A: 16 → 4 → 16
         self.convA1 = _conv(in_channels, c(256), 5, 2)
@@ -272,6 +323,7 @@ class LbpDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """features : (B, 58, 16, 16) → image : (B, 3, 256, 256); channels at width 1."""
+        x = self.input_norm(x)  # (B, 58, 16, 16), standardised
         a = self.act(self.convA1(x))  # (B, 256, 8, 8)
         a = self.act(self.convA2(a))  # (B, 512, 4, 4)
         a = self.act(self.convA3(a))  # (B, 1024, 4, 4)
@@ -320,6 +372,7 @@ class ConvDecoder(nn.Module):
         )
         c = partial(scaled, width=width)
         self.num_upconvs = num_upconvs
+        self.input_norm = InputNorm(in_channels)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         self.conv1 = _conv(in_channels, c(CONV_HIDDEN), 3, 1)
         self.conv2 = _conv(c(CONV_HIDDEN), c(CONV_HIDDEN), 3, 1)
@@ -331,6 +384,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """features : (B, C, n, n) → image : (B, 3, n * 2**num_upconvs, same)."""
+        x = self.input_norm(x)  # (B, C, n, n), standardised
         x = self.act(self.conv1(x))  # (B, 256, n, n)
         x = self.act(self.conv2(x))  # (B, 256, n, n)
         x = self.act(self.conv3(x))  # (B, 256, n, n)
@@ -363,6 +417,7 @@ class FcDecoder(nn.Module):
         super().__init__()
         c = partial(scaled, width=width)
         self.reshape_channels = c(FC_RESHAPE_CHANNELS)
+        self.input_norm = InputNorm(in_features)
         self.act = nn.LeakyReLU(LEAKY_SLOPE)
         self.fc1 = nn.Linear(in_features, c(FC_HIDDEN))
         self.fc2 = nn.Linear(c(FC_HIDDEN), c(FC_HIDDEN))
@@ -375,6 +430,7 @@ class FcDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """features : (B, D) → image : (B, 3, 128, 128); channels at width 1."""
+        x = self.input_norm(x)  # (B, D), standardised
         x = self.act(self.fc1(x))  # (B, 4096)
         x = self.act(self.fc2(x))  # (B, 4096)
         x = self.act(self.fc3(x))  # (B, 4096)

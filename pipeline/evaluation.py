@@ -29,6 +29,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
+from pipeline.provenance import identity_params
 from pipeline.store import (
     ArraySpec,
     StoreWriter,
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate",
     "load_inverter",
     "normalised_error",
+    "score_photos",
     "test_batches",
     "write_reconstructions",
 ]
@@ -75,16 +77,21 @@ class EvalParams:
         Training images (a seeded random subset of the training split) behind the trivial
         baselines scored beside the decoder: their mean image, and the nearest neighbour in
         feature space (:mod:`pipeline.trivial`).
+    photo_crops : int
+        ``invert score``: random crops per photograph after its centre square.
     """
 
     batch_size: int = 16
     max_images: int | None = None
     device: str = "auto"
     baseline_images: int = 512
+    photo_crops: int = 11
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.baseline_images < 1:
             raise ConfigError("evaluate: batch_size and baseline_images must be >= 1")
+        if self.photo_crops < 0:
+            raise ConfigError(f"evaluate: photo_crops must be >= 0, got {self.photo_crops}")
 
 
 def normalised_error(
@@ -150,7 +157,7 @@ def write_reconstructions(
     tgt8 = (targets * 255.0 + 0.5).astype(np.uint8)
     n, s = rec8.shape[0], rec8.shape[1]
     dims = ("sample", "y", "x", "rgb")
-    chunk = min(16, n)
+    chunk = max((d for d in range(1, min(16, n) + 1) if n % d == 0), default=1)  # divides n
     arrays = [
         ArraySpec("reconstructions", (n, s, s, 3), "uint8", chunk, n, dims),
         ArraySpec("targets", (n, s, s, 3), "uint8", chunk, n, dims),
@@ -496,6 +503,7 @@ def evaluate(
         "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
         "nearest_neighbour": normalised_error(tgt, nearest),
         "baseline_images": params.baseline_images,
+        "steps": int(inv.config["params"]["steps"]),
         "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
         "random_weights": inv.random_weights,
     }
@@ -523,4 +531,87 @@ def evaluate(
         metrics_path=metrics_path,
     )
     log.info("%s (%s): normalised error %.3f", inv.target, inv.mode, metrics["normalised_error"])
+    return metrics
+
+
+def score_photos(
+    model_path: str | Path,
+    photos: np.ndarray,
+    *,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    feature_params: Any,
+    params: EvalParams | None = None,
+    metrics_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a trained decoder on new photographs, with the same trivial baselines.
+
+    How a lab checks a decoder on its own images (``invert score``): the photographs' features
+    are computed here with the parameters the decoder was trained with, decoded, and compared
+    with their targets like the test split in :func:`evaluate`; the mean image and the
+    nearest neighbour come from the same training stores.
+
+    Parameters
+    ----------
+    model_path : str or Path
+        ``model.pt`` of ``invert train``.
+    photos : (N, 256, 256, 3) ndarray of uint8
+        The images (:func:`pipeline.images.photo_crops`), N >= 2.
+    images_path, features_path : str or Path
+        The stores the decoder was trained with (the baselines' training images and
+        features; ``features_path`` is ``None`` for autoencoders and online features).
+    feature_params : params dataclass
+        The extractor's parameters (``extract.<section>``); refused unless the decoder was
+        trained with them.
+    params : EvalParams, optional
+    metrics_path : str or Path, optional
+        Metrics JSON.
+
+    Returns
+    -------
+    dict
+        As :func:`evaluate`'s metrics, with ``images`` the number of photographs' crops.
+    """
+    params = params or EvalParams()
+    inv = load_inverter(model_path, device=params.device)
+    trained_with = inv.config.get("feature_params")
+    if trained_with is not None and identity_params(feature_params) != trained_with:
+        raise IncompatibleStoreError(
+            f"decoder {str(model_path)!r} was trained on {inv.target} features made with "
+            f"{trained_with}, not {identity_params(feature_params)}; score it with the "
+            "params file it was trained with"
+        )
+    x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    if inv.encoder is not None:
+        n = params.batch_size
+        feats = torch.cat([inv.encode(x[i : i + n]).float().cpu() for i in range(0, len(x), n)])
+    else:
+        if features_path is None:
+            raise IncompatibleStoreError(f"{inv.target} was trained on a feature store: pass it")
+        stored = open_store(features_path, kind="features").array("features").dtype
+        computed = features.compute(inv.target, photos, feature_params, device=str(inv.device))
+        feats = torch.from_numpy(computed.astype(stored).astype(np.float32))  # as trained on
+    recs, tgts = [], []
+    for i in range(0, len(x), params.batch_size):
+        y = inv.decode(feats[i : i + params.batch_size])  # (B, 3, S, S) in [0, 1]
+        t = target_images(x[i : i + params.batch_size].to(inv.device), inv.target) + PIXEL_OFFSET
+        recs.append(y.permute(0, 2, 3, 1).cpu().numpy())
+        tgts.append(t.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+    rec, tgt = np.concatenate(recs), np.concatenate(tgts)
+    mean_image, nearest = trivial_predictions(
+        inv, images_path, features_path, feats.numpy().reshape(len(feats), -1), params
+    )
+    metrics = {
+        "target": inv.target,
+        "mode": inv.mode,
+        **error_metrics(tgt, rec),
+        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
+        "nearest_neighbour": normalised_error(tgt, nearest),
+        "baseline_images": params.baseline_images,
+        "random_weights": inv.random_weights,
+    }
+    if metrics_path is not None:
+        path = Path(metrics_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rounded(metrics), indent=2) + "\n")
     return metrics

@@ -59,6 +59,7 @@ __all__ = [
     "PrepareParams",
     "list_records",
     "load_image",
+    "photo_crops",
     "prepare",
     "resize_center_crop",
 ]
@@ -73,7 +74,9 @@ SPLITS = ("train", "test")
 #: ``tests/test_golden.py`` fails on a change of rendered pixels without a bump.
 RENDER_VERSION = 1
 
-#: Colour photographs inside scikit-image (no download). The two stereo_motorcycle views
+#: Photographs inside the dependencies (no download): scikit-image's colour and grey sample
+#: photographs and matplotlib's portrait of Grace Hopper; name -> (where, index). Grey ones are
+#: used as grey RGB (edges and textures the colour ones lack). The two stereo_motorcycle views
 #: are one source photograph, so they always land in the same split.
 SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
     "astronaut": ("astronaut", None),
@@ -85,6 +88,17 @@ SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
     "rocket": ("rocket", None),
     "motorcycle_left": ("stereo_motorcycle", 0),
     "motorcycle_right": ("stereo_motorcycle", 1),
+    "grace_hopper": ("matplotlib:grace_hopper.jpg", None),
+    "camera": ("camera", None),
+    "coins": ("coins", None),
+    "moon": ("moon", None),
+    "grass": ("grass", None),
+    "gravel": ("gravel", None),
+    "brick": ("brick", None),
+    "page": ("page", None),
+    "text": ("text", None),
+    "cell": ("cell", None),
+    "clock": ("clock", None),
 }
 
 
@@ -102,6 +116,9 @@ class PrepareParams:
         ``sample`` source: crops drawn from the training / test photographs.
     test_photos : tuple of str
         ``sample`` source: photographs of the test split (names of ``SAMPLE_PHOTOS``).
+    holdout_photos : tuple of str
+        ``sample`` source: photographs in neither split, kept for scoring decoders on new
+        photographs (``invert score --images sample:NAME,...``).
     crop_scale : tuple of float
         ``sample`` source: side of a random crop as a fraction of the photo's shorter side.
     test_fraction : float
@@ -123,7 +140,8 @@ class PrepareParams:
     limit: int | None = None
     train_samples: int = 2048
     test_samples: int = 64
-    test_photos: tuple[str, ...] = ("astronaut", "coffee")
+    test_photos: tuple[str, ...] = ("astronaut", "coffee", "chelsea")
+    holdout_photos: tuple[str, ...] = ("grace_hopper", "camera")
     crop_scale: tuple[float, float] = (0.3, 1.0)
     test_fraction: float = 0.02
     min_size: int = 32
@@ -134,12 +152,25 @@ class PrepareParams:
     runner: RunnerParams = field(default_factory=RunnerParams)
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.test_photos if p not in SAMPLE_PHOTOS]
-        if unknown:
-            raise ConfigError(
-                f"test_photos {unknown} are not sample photographs; choose from "
-                f"{', '.join(SAMPLE_PHOTOS)}"
-            )
+        for key in ("test_photos", "holdout_photos"):
+            unknown = [p for p in getattr(self, key) if p not in SAMPLE_PHOTOS]
+            if unknown:
+                raise ConfigError(
+                    f"{key} {unknown} are not sample photographs; choose from "
+                    f"{', '.join(SAMPLE_PHOTOS)}"
+                )
+        both = sorted(set(self.test_photos) & set(self.holdout_photos))
+        if both:
+            raise ConfigError(f"{both} are in both test_photos and holdout_photos; choose one")
+        for group in (self.test_photos, self.holdout_photos):
+            for name in group:  # views of one photograph (motorcycle_left/right) stay together
+                where = SAMPLE_PHOTOS[name][0]
+                views = [n for n, (w, _) in SAMPLE_PHOTOS.items() if w == where]
+                if not set(views) <= set(group):
+                    raise ConfigError(
+                        f"{views} are views of one photograph: list all of them in the same "
+                        "group (test_photos or holdout_photos), or none"
+                    )
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
@@ -194,9 +225,20 @@ class BadImage(Exception):
 def _sample_photo(name: str) -> np.ndarray:
     import skimage.data
 
-    func, index = SAMPLE_PHOTOS[name]
-    data = getattr(skimage.data, func)()
-    return np.asarray(data[index] if index is not None else data)
+    where, index = SAMPLE_PHOTOS[name]
+    if where.startswith("matplotlib:"):
+        import matplotlib
+        from PIL import Image
+
+        folder = Path(matplotlib.get_data_path()) / "sample_data"
+        with Image.open(folder / where.split(":", 1)[1]) as opened:
+            data = np.asarray(opened.convert("RGB"))
+    else:
+        data = getattr(skimage.data, where)()
+    arr = np.asarray(data[index] if index is not None else data)
+    if arr.ndim == 2:  # a grey photograph: grey RGB
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr)
 
 
 def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str | None]:
@@ -318,7 +360,7 @@ def _hash_unit(seed: int, key: str) -> float:
 def _sample_records(params: PrepareParams) -> list[ImageRecord]:
     rng = np.random.default_rng(params.seed)
     test = [p for p in SAMPLE_PHOTOS if p in params.test_photos]
-    train = [p for p in SAMPLE_PHOTOS if p not in params.test_photos]
+    train = [p for p in SAMPLE_PHOTOS if p not in params.test_photos + params.holdout_photos]
     shapes = {name: _sample_photo(name).shape[:2] for name in SAMPLE_PHOTOS}
     records: list[ImageRecord] = []
     for split, photos, count in (
@@ -500,6 +542,85 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
     if not records:
         raise ImageSourceError(f"image source {source!r} holds no images; check the path")
     return records, info
+
+
+def photo_crops(
+    source: str,
+    *,
+    crops: int,
+    size: int = 256,
+    crop_scale: tuple[float, float] = (0.5, 1.0),
+    seed: int = 0,
+) -> tuple[list[str], np.ndarray]:
+    """Images to score decoders on, from photographs the user brings.
+
+    Parameters
+    ----------
+    source : str
+        A folder of images (or ``dir:PATH``), a ``.txt`` list of files (``list:FILE``), or
+        ``sample:NAME,NAME`` for photographs of :data:`SAMPLE_PHOTOS` (e.g. the embedded
+        default's ``holdout_photos``).
+    crops : int
+        Random square crops per photograph after its centre square (0: the centre only).
+    size : int
+        Side of the images.
+    crop_scale : tuple of float
+        Side of a random crop as a fraction of the photograph's shorter side.
+    seed : int
+        Seed of the crop positions (per photograph, so adding a photograph leaves the
+        others' crops unchanged).
+
+    Returns
+    -------
+    ids : list of str
+        ``photo#k`` per image, ``k = 0`` the centre square.
+    images : (N, size, size, 3) ndarray of uint8
+
+    Raises
+    ------
+    ImageSourceError
+        No usable photograph (with each skipped file's reason).
+    """
+    kind, _, arg = resolve_source(source).partition(":")
+    if kind == "sample":
+        names = [n.strip() for n in arg.split(",") if n.strip()]
+        unknown = [n for n in names if n not in SAMPLE_PHOTOS]
+        if not names or unknown:
+            raise ImageSourceError(
+                f"sample:{arg} names no sample photograph {unknown or ''}; choose from "
+                f"{', '.join(SAMPLE_PHOTOS)}"
+            )
+        paths = [(n, f"skimage:{n}") for n in names]
+    else:
+        records, _ = list_records(source, PrepareParams(test_fraction=0.0))
+        paths = [(r.id, r.path) for r in records]
+    ids: list[str] = []
+    out: list[np.ndarray] = []
+    skipped: list[str] = []
+    for name, path in paths:
+        try:
+            photo, _ = load_image(path, min_size=32)
+        except BadImage as err:
+            skipped.append(f"{name}: {err}")
+            continue
+        h, w = photo.shape[:2]
+        short = min(h, w)
+        rng = np.random.default_rng([seed, int(_hash_unit(seed, name) * 2**32)])
+        for k in range(crops + 1):
+            if k == 0:
+                side, top, left = short, (h - short) // 2, (w - short) // 2
+            else:
+                side = round(rng.uniform(*crop_scale) * short)
+                top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            ids.append(f"{name}#{k}")
+            out.append(resize_center_crop(photo[top : top + side, left : left + side], size))
+    if not out:
+        raise ImageSourceError(
+            f"no usable photograph in {source!r}: " + ("; ".join(skipped) or "no image files")
+        )
+    for line in skipped:
+        log.warning("skipped %s", line)
+    return ids, np.stack(out)
 
 
 def _limit(records: list[ImageRecord], limit: int) -> list[ImageRecord]:

@@ -22,6 +22,7 @@ from pipeline import experiments, figures
 from pipeline.errors import ConfigError, StoreError
 from pipeline.evaluation import PAPER_ERRORS, decode_features, load_inverter
 from pipeline.loader import usable_indices
+from pipeline.report import undertrained
 from pipeline.store import open_store
 
 __all__ = ["FigureParams", "make_figures", "make_report"]
@@ -95,6 +96,29 @@ class _Sources:
             store.array("index")[:],
         )
 
+    def scores(self, names: list[str]) -> str:
+        """Caption text: each target's error on the test split beside the trivial baselines."""
+        parts, n = [], None
+        for name in names:
+            try:
+                store = open_store(self.reconstructions / f"{name}.zarr", kind="reconstructions")
+            except StoreError:
+                continue
+            m = store.attrs.get("metrics", {})
+            if "mean_image" not in m:
+                continue
+            n = m["images"]
+            parts.append(
+                f"{name.upper()} {m['normalised_error']:.2f} ({m['mean_image']:.2f}, "
+                f"{m['nearest_neighbour']:.2f})"
+            )
+        if not parts:
+            return ""
+        return (
+            f"Normalised error on the {n} test images (training-mean image, nearest training "
+            f"image in feature space): {', '.join(parts)}."
+        )
+
 
 #: the figure manifest `invert figures` writes beside the PNGs: [[caption, file name], ...]
 CAPTIONS = "captions.json"
@@ -143,8 +167,8 @@ def _caption(sources: _Sources, random_weights: bool | str) -> str:
         info = {}
     if info.get("kind") == "sample":
         parts.append(
-            "Embedded default: crops of scikit-image's sample photographs, small "
-            "decoders trained briefly on a CPU — not the paper's ImageNet run."
+            "Embedded default: crops of the photographs inside scikit-image and matplotlib, "
+            "small decoders trained briefly on a CPU — not the paper's ImageNet run."
         )
     if random_weights:
         which = f" ({random_weights})" if isinstance(random_weights, str) else ""
@@ -235,7 +259,10 @@ def make_figures(
         cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
         cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
         names = ", ".join(t.upper() for t in recs)
-        cap = f"Reconstructions from {names} features (test images). {shallow_note}"
+        cap = (
+            f"Reconstructions from {names} features (test images: photographs the decoders "
+            f"never saw). {src.scores(list(recs))} {shallow_note}"
+        )
         add(
             cap,
             figures.reconstruction_grid(
@@ -251,7 +278,7 @@ def make_figures(
         keep = _aligned(recs, p.images)
         cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
         cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
-        cap = f"Reconstructions from AlexNet layers (test images). {note}"
+        cap = f"Reconstructions from AlexNet layers (test images). {src.scores(list(recs))} {note}"
         add(
             cap,
             figures.reconstruction_grid(
@@ -453,12 +480,16 @@ def make_report(
     same_path = Path(figures_dir) / SAME_IMAGES
     same = json.loads(same_path.read_text()) if same_path.is_file() else {}
     evals = {p.stem: json.loads(p.read_text()) for p in sorted((metrics / "eval").glob("*.json"))}
+    photos = {
+        p.stem: json.loads(p.read_text()) for p in sorted((metrics / "photos").glob("*.json"))
+    }
     for name in [*SHALLOW, *ALEXNET]:
         for key in (name, f"ae_{name}"):
             m = evals.get(key)
             if m is None:
                 continue
             mv = evals.get(f"mv_{name}")
+            new = photos.get(key, {})
             rows.append(
                 {
                     "target": name,
@@ -472,6 +503,10 @@ def make_report(
                     "mean_image": m.get("mean_image"),
                     "nearest_neighbour": m.get("nearest_neighbour"),
                     "images": m.get("images"),
+                    "photos": new.get("normalised_error"),
+                    "photos_mean_image": new.get("mean_image"),
+                    "photos_images": new.get("images"),
+                    "undertrained": undertrained(evals, key),
                 }
             )
     curves = {}
@@ -497,9 +532,12 @@ def make_report(
         figs = [(p.stem.replace("_", " "), p) for p in sorted(Path(figures_dir).glob("fig*.png"))]
     notes = [
         "Normalised error: mean ||x - x̂|| over test images divided by the mean distance between "
-        "two distinct test images (docs/method.md §6). With the embedded default's 2 test "
-        "photographs the "
-        "denominator is small, so the figures are not comparable with the paper's ImageNet values."
+        "two distinct test images (docs/method.md §6). With the embedded default's three test "
+        "photographs the denominator is small, so the figures are not comparable with the "
+        "paper's ImageNet values.",
+        "New photos: the same decoder on crops of photographs in neither split "
+        "(prepare.holdout_photos, `invert evaluate --photos`), beside the training-mean image "
+        "on those crops.",
     ]
     return write_report(
         out,
@@ -509,18 +547,23 @@ def make_report(
         provenance=provenance,
         notes=notes,
         loss_figure=loss,
-        findings=findings(evals),
+        findings=findings(evals, photos),
     )
 
 
-def findings(evals: dict[str, dict[str, Any]]) -> list[str]:
+def findings(
+    evals: dict[str, dict[str, Any]], photos: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
     """One sentence per decoder: does it beat the trivial baselines on the test images?
 
     Parameters
     ----------
     evals : dict
         Metrics file stem (``hog``, ``ae_conv5``, ``mv_fc8``) -> its evaluation metrics.
+    photos : dict, optional
+        The same for the new photographs (``invert evaluate --photos``).
     """
+    photos = photos or {}
     out = []
     for name in [*SHALLOW, *ALEXNET]:
         for key, what in ((name, "decoder"), (f"ae_{name}", "autoencoder")):
@@ -541,5 +584,17 @@ def findings(evals: dict[str, dict[str, Any]]) -> list[str]:
                 )
             else:
                 verdict = f"beats the mean image ({mean:.3f}) and the nearest neighbour ({nn:.3f})"
+            new = photos.get(key)
+            if new is not None and new.get("mean_image"):
+                ratio = new["normalised_error"] / new["mean_image"]
+                verdict += (
+                    f"; on {new['images']} crops of new photographs {new['normalised_error']:.3f}"
+                    f" against the mean image's {new['mean_image']:.3f} ({ratio:.2f}x)"
+                )
+            if undertrained(evals, key):
+                verdict += (
+                    f" (undertrained: {evals[key]['steps']} steps against the decoder's "
+                    f"{evals[name]['steps']})"
+                )
             out.append(f"{head} — {verdict}.")
     return out

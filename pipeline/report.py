@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ERROR_TABLE_KEYS", "provenance_warnings", "write_report"]
+__all__ = ["ERROR_TABLE_KEYS", "provenance_warnings", "undertrained", "write_report"]
 
 #: Keys of an error-table row: required, then optional (missing or None shows "—").
 ERROR_TABLE_KEYS = {
@@ -42,6 +42,10 @@ ERROR_TABLE_KEYS = {
         "mean_image",
         "nearest_neighbour",
         "images",
+        "photos",
+        "photos_mean_image",
+        "photos_images",
+        "undertrained",
     ),
 }
 
@@ -192,6 +196,9 @@ def _parse_row(row: Mapping[str, Any], i: int) -> dict[str, Any]:
             raise ConfigError(f"error_table[{i}][{key!r}]: expected a str, got {row[key]!r}")
     parsed: dict[str, Any] = {"target": row["target"], "mode": row["mode"]}
     for key in ("ours", *optional):
+        if key == "undertrained":
+            parsed[key] = bool(row.get(key))
+            continue
         parsed[key] = _number(row.get(key), f"error_table[{i}][{key!r}]")
     if parsed["ours"] is None:
         raise ConfigError(f"error_table[{i}]['ours'] is None; a row must carry our error")
@@ -234,6 +241,22 @@ def _place_figures(figures: Sequence[tuple[str, Path]], out_dir: Path) -> list[t
     return placed
 
 
+def undertrained(evals: dict[str, dict[str, Any]], key: str) -> bool:
+    """An autoencoder trained for fewer steps than the fixed decoder of its layer.
+
+    Parameters
+    ----------
+    evals : dict
+        Metrics file stem -> evaluation metrics (with ``steps``).
+    key : str
+        ``ae_LAYER`` (anything else is never undertrained).
+    """
+    if not key.startswith("ae_"):
+        return False
+    ae, fixed = evals.get(key, {}), evals.get(key[3:], {})
+    return "steps" in ae and "steps" in fixed and ae["steps"] < fixed["steps"]
+
+
 # ---------------------------------------------------------------------------------------
 # HTML
 
@@ -253,7 +276,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     head = (
         "<tr><th class='text'>Target</th><th class='text'>Mode</th><th>Ours</th><th>n</th>"
-        "<th>Mean image</th><th>Nearest nb.</th>"
+        "<th>Mean image</th><th>Nearest nb.</th><th>New photos (n)</th><th>Their mean image</th>"
         "<th>Paper</th><th>Ours − paper</th><th>M&amp;V [1]</th><th>Ours on [1]'s images</th>"
         "<th>SSIM</th>"
         "<th>PSNR (dB)</th></tr>"
@@ -265,13 +288,18 @@ def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
         if paper is not None and not (math.isnan(ours) or math.isnan(paper)):
             diff = ours - paper
             cls = " worse" if diff > 0 else " better"  # lower error is better
+        n = r.get("photos_images")
+        photo_n = "" if n is None else f" ({int(n)})"
         body.append(
             f"<tr class='row' data-target='{_e(r['target'])}' data-mode='{_e(r['mode'])}'>"
-            f"<td class='text'>{_e(r['target'])}</td><td class='text'>{_e(r['mode'])}</td>"
+            f"<td class='text'>{_e(r['target'])}</td><td class='text'>{_e(r['mode'])}"
+            f"{' (undertrained)' if r.get('undertrained') else ''}</td>"
             f"<td class='ours'>{_fmt(ours)}</td>"
             f"<td>{'—' if r['images'] is None else int(r['images'])}</td>"
             f"<td class='trivial'>{_fmt(r['mean_image'])}</td>"
             f"<td class='trivial'>{_fmt(r['nearest_neighbour'])}</td>"
+            f"<td class='photos'>{_fmt(r.get('photos'))}{photo_n}</td>"
+            f"<td class='trivial'>{_fmt(r.get('photos_mean_image'))}</td>"
             f"<td class='paper'>{_fmt(paper)}</td>"
             f"<td class='diff{cls}'>{'—' if diff is None else f'{diff:+.3f}'}</td>"
             f"<td class='baseline'>{_fmt(r['baseline'])}</td>"

@@ -44,12 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import decoders, features
+from pipeline import decoders, features, trivial
 from pipeline.checkpoints import checkpoint_files, load_checkpoint, save_atomic
 from pipeline.config import as_dict, parse
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
-from pipeline.loader import LoaderParams, StoreStream, make_loader
+from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
 from pipeline.pixels import target_images
 from pipeline.progress import progress_bar
 from pipeline.provenance import identity_params, open_feature_store
@@ -59,6 +59,7 @@ __all__ = [
     "TrainParams",
     "TrainResult",
     "evaluate_loss",
+    "input_statistics",
     "parse_train_section",
     "train",
     "train_step",
@@ -101,6 +102,10 @@ class TrainParams:
         feature store (the sane choice for CONV1 at ImageNet scale).
     eval_batches : int
         Test-split batches averaged for the final ``test_loss``.
+    input_statistics : int
+        Training samples whose features set the decoder's per-channel input standardisation
+        (:class:`pipeline.decoders.InputNorm`); 0 leaves the raw features (the paper). Not
+        used in autoencoder mode, where the encoder's output changes as it trains.
     loader : LoaderParams
     """
 
@@ -118,6 +123,7 @@ class TrainParams:
     device: str = "auto"
     online: bool = False
     eval_batches: int = 4
+    input_statistics: int = 1024
     loader: LoaderParams = field(default_factory=LoaderParams)
 
     def __post_init__(self) -> None:
@@ -131,6 +137,7 @@ class TrainParams:
             "checkpoint_every": self.checkpoint_every >= 1,
             "log_every": self.log_every >= 1,
             "eval_batches": self.eval_batches >= 0,
+            "input_statistics": self.input_statistics >= 0,
             "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -238,6 +245,50 @@ def _open_features(
             f"decoder takes {expected}: the images must be 256x256 with the paper's cell size"
         )
     return store
+
+
+def input_statistics(
+    batches: Iterator[torch.Tensor], channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of features, for :class:`decoders.InputNorm`.
+
+    Parameters
+    ----------
+    batches : iterator of (B, C, ...) Tensor
+        Features of the training samples (any number of batches).
+    channels : int
+        C.
+
+    Returns
+    -------
+    mean, std : (C,) Tensor of float32
+        Over samples and positions, accumulated in float64 in the batches' order. A channel
+        that barely varies (a dead unit, an empty histogram bin) gets a tenth of the mean
+        standard deviation instead, so that a rare test value does not explode.
+    """
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for f in batches:
+        f = f.detach().to("cpu", torch.float64).transpose(0, 1).reshape(channels, -1)  # (C, B*P)
+        total += f.sum(dim=1)
+        squares += (f * f).sum(dim=1)
+        count += f.shape[1]
+    if count == 0:
+        raise PipelineError("no training sample to compute the input statistics from")
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0.0).sqrt()
+    floor = 0.1 * float(std.mean()) if float(std.mean()) > 0 else 1.0
+    return mean.float(), std.clamp_min(floor).float()
+
+
+def _feature_batches(
+    source: Callable[[np.ndarray], torch.Tensor], store_path: str | Path, count: int, seed: int
+) -> Iterator[torch.Tensor]:
+    """Features of ``count`` training samples of ``store_path`` in store order, 64 at a time."""
+    subset = trivial.training_subset(usable_indices(store_path, "train"), count, seed)
+    for i in range(0, len(subset), 64):
+        yield source(subset[i : i + 64])
 
 
 def train_step(
@@ -464,6 +515,29 @@ def train(
     model = decoders.build(target, width=params.width, in_channels=in_channels).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if params.input_statistics and params.mode == "fixed":
+        norm = model.get_submodule("input_norm")
+        assert isinstance(norm, decoders.InputNorm)
+        if feats_store is not None:
+            stored = feats_store.array("features")
+
+            def read(sel: np.ndarray) -> torch.Tensor:
+                return torch.from_numpy(np.stack([stored[int(k) : int(k) + 1][0] for k in sel]))
+
+            assert features_path is not None
+            stats = _feature_batches(read, features_path, params.input_statistics, params.seed)
+        else:
+            pixels = images.array("images")
+
+            def read(sel: np.ndarray) -> torch.Tensor:
+                x = np.stack([pixels[int(k) : int(k) + 1][0] for k in sel])  # (B, H, W, 3)
+                with torch.no_grad():
+                    assert encoder is not None
+                    return encoder(torch.from_numpy(x).permute(0, 3, 1, 2).to(device))
+
+            stats = _feature_batches(read, images_path, params.input_statistics, params.seed)
+        mean, std = input_statistics(stats, in_channels)
+        norm.set(mean.to(device), std.to(device))
     trainable = list(model.parameters())
     if params.mode == "autoencoder" and encoder_net is not None:
         trainable += list(encoder_net.parameters())

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "extract": "stages.extract:extract",
     "train": "stages.train:train",
     "evaluate": "stages.evaluate:evaluate",
+    "score": "stages.score:score",
     "baseline": "stages.baseline:baseline",
     "figures": "stages.figures:figures",
     "report": "stages.figures:report",
@@ -61,6 +62,7 @@ def main(verbose: int) -> None:
       extract   image store -> feature store per feature (cache/features/NAME.zarr)
       train     feature store + image store -> decoder (models/TARGET)
       evaluate  decoder -> test reconstructions + errors (metrics/eval/TARGET.json)
+      score     decoder + photographs you bring -> errors (metrics/photos/TARGET.json)
       baseline  image store -> optimisation-based inversion [1] (mv_TARGET.zarr)
       figures   everything above -> the paper's figures (figures/fig*.png)
       report    metrics + figures -> report/index.html

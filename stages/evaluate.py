@@ -36,6 +36,19 @@ from stages.common import params_option, read_section, reports_errors
     default=None,
     help="Metrics JSON (dvc metrics show).",
 )
+@click.option(
+    "--photos",
+    default=None,
+    help="Also score MODEL on these photographs, as `invert score` does: a folder, a .txt "
+    "list, sample:NAME,NAME, or holdout (prepare.holdout_photos).",
+)
+@click.option(
+    "--photo-metrics",
+    "photo_metrics",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Metrics JSON of the --photos score.",
+)
 @params_option
 @reports_errors
 def evaluate(
@@ -44,13 +57,17 @@ def evaluate(
     features_path: str | None,
     out: str,
     metrics_path: str | None,
+    photos: str | None,
+    photo_metrics: str | None,
     params_file: str,
 ) -> None:
     """Reconstruct the test split with MODEL (a model.pt) and measure the errors.
 
     Reads the `evaluate` section of the params file. Writes OUT (reconstructions and
     targets, uint8) and the metrics JSON: the paper's normalised reconstruction error
-    (docs/method.md §6), SSIM and PSNR, with the paper's value beside ours where it gives one.
+    (docs/method.md §6), SSIM and PSNR, with the paper's value beside ours where it gives one,
+    and the trivial baselines (training-mean image, nearest training image in feature space).
+    With --photos, the same decoder is also scored on new photographs (`invert score`).
     """
     params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
     m = evaluate_model(
@@ -65,3 +82,7 @@ def evaluate(
         f"{m['target']} ({m['mode']}): normalised error {m['normalised_error']:.3f}, "
         f"SSIM {m['ssim']:.3f}, PSNR {m['psnr']:.1f} dB on {m['images']} test images"
     )
+    if photos is not None:
+        from stages.score import run_score
+
+        run_score(model, photos, images_path, features_path, photo_metrics, params, params_file)

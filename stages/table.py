@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from pipeline.report import undertrained
+
 #: the paper's rows, in its order (Table 1 and Fig. 5 of the paper)
 ROWS = ("hog", "sift", "lbp", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 #: normalised errors the paper reports for the shallow features (Fig. 1)
@@ -30,14 +32,25 @@ def _trivial(m: dict[str, Any] | None, key: str) -> str:
     return "–" if m is None or key not in m else f"{m[key]:.3f}"
 
 
+def _photos(m: dict[str, Any] | None) -> str:
+    """Error on new photographs, its ratio to their mean image, n."""
+    if m is None:
+        return "–"
+    ratio = m["normalised_error"] / m["mean_image"]
+    return f"{m['normalised_error']:.3f} ({ratio:.2f}x mean, n={m['images']})"
+
+
 def error_table(metrics_dir: Path) -> str:
     """The table as text: ours, autoencoder, [1] and the paper per target, with n."""
     evals = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+    photos_dir = metrics_dir.parent / "photos"
+    photos = {p.stem: json.loads(p.read_text()) for p in sorted(photos_dir.glob("*.json"))}
     header = (
         "target",
         "ours (fixed)",
         "mean image",
         "nearest nb.",
+        "new photos",
         "autoencoder",
         "[1] (optimisation)",
         "paper",
@@ -47,13 +60,15 @@ def error_table(metrics_dir: Path) -> str:
         if not any(k in evals for k in (target, f"ae_{target}", f"mv_{target}")):
             continue
         paper = PAPER.get(target)
+        short = undertrained(evals, f"ae_{target}")
         lines.append(
             (
                 target,
                 _cell(evals.get(target)),
                 _trivial(evals.get(target), "mean_image"),
                 _trivial(evals.get(target), "nearest_neighbour"),
-                _cell(evals.get(f"ae_{target}")),
+                _photos(photos.get(target)),
+                _cell(evals.get(f"ae_{target}")) + (" ~" if short else ""),
                 _cell(evals.get(f"mv_{target}")),
                 "–" if paper is None else f"{paper:.2f}",
             )
@@ -68,6 +83,9 @@ def error_table(metrics_dir: Path) -> str:
     text.append("[a, b]: 95% bootstrap interval over test images.")
     text.append("Trivial predictors on the same test images: the training-mean image, and the")
     text.append("training image whose features are nearest. '!': no better than one of them.")
+    text.append("New photos: the decoder on crops of photographs in neither split, and its error")
+    text.append("as a multiple of the training-mean image's on those crops (< 1: it generalises).")
+    text.append("'~': autoencoder trained for fewer steps than the fixed decoder (undertrained).")
     if random:
         text.append("AlexNet rows: RANDOM weights (random:SEED), not the paper's trained CaffeNet.")
     return "\n".join(text)

@@ -116,7 +116,17 @@ BAD_PARAMS: list[Any] = [
     ("prepare", "prepare: {strict: 'yes'}", "prepare.strict: expected true or false, got 'yes'"),
     ("prepare", "prepare: {size: 256.0}", "prepare.size: expected an integer, got 256.0"),
     ("prepare", "prepare: {crop_scale: [0.5]}", "params section 'prepare': crop_scale must be"),
-    ("prepare", "prepare: {test_photos: [moon]}", "test_photos ['moon'] are not sample photo"),
+    ("prepare", "prepare: {test_photos: [lena]}", "test_photos ['lena'] are not sample photo"),
+    (
+        "prepare",
+        "prepare: {holdout_photos: [astronaut]}",
+        "['astronaut'] are in both test_photos and holdout_photos",
+    ),
+    (
+        "prepare",
+        "prepare: {test_photos: [motorcycle_left]}",
+        "are views of one photograph",
+    ),
     ("prepare", "prepare: {shard_size: 10, chunk_size: 4}", "shard_size (10) must be a positive"),
     # prepare.runner
     ("prepare", "prepare: {runner: {threads: 2}}", "'threads' in params section 'prepare.runner'"),

@@ -203,12 +203,18 @@ def test_bad_calls_are_refused() -> None:
         feature_function("conv1", arch="vgg")
     phi = hog_torch
     phi0 = torch.zeros(1, 31, 4, 4)
-    with pytest.raises(ConfigError, match=r"lambda_tv is None; pass params\.for_target"):
+    with pytest.raises(ConfigError, match=r"lambda_tv or params\.steps is None; pass params"):
         invert(phi, phi0, size=32, params=InversionParams(steps=1))
     with pytest.raises(ConfigError, match="channels must be 1"):
         invert(phi, phi0, size=32, params=InversionParams(steps=1, lambda_tv=0.0), channels=2)
     with pytest.raises(ConfigError, match="2 image_ids for 1 images"):
-        invert(phi, phi0, size=32, params=InversionParams(lambda_tv=0.0), image_ids=[0, 1])
+        invert(phi, phi0, size=32, params=InversionParams(steps=1, lambda_tv=0.0), image_ids=[0, 1])
+    with pytest.raises(ConfigError, match="steps is None"):
+        invert(phi, phi0, size=32, params=InversionParams(lambda_tv=0.0))
+    # None takes [1]'s own step counts
+    assert InversionParams().for_target("hog").steps == 800
+    assert InversionParams().for_target("conv3").steps == 400
+    assert InversionParams(steps=7).for_target("conv3").steps == 7
     with pytest.raises(ExtractionError, match=r"\(B, 256, 256, 3\) uint8"):
         invert_target("hog", np.zeros((1, 227, 227, 3), np.uint8), params=InversionParams())
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):

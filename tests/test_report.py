@@ -99,8 +99,12 @@ def test_report_table_beside_paper(figure_pngs: list[Path], tmp_path: Path) -> N
         ("sift", "fixed"),
         ("fc8", "autoencoder"),
     ]
-    # ours, n, the two trivial baselines, the paper's value, then the difference
-    blank = "<td>—</td><td class='trivial'>—</td><td class='trivial'>—</td>"
+    # ours, n, the two trivial baselines, new photos and their mean image, the paper's value,
+    # then the difference
+    blank = (
+        "<td>—</td><td class='trivial'>—</td><td class='trivial'>—</td>"
+        "<td class='photos'>—</td><td class='trivial'>—</td>"
+    )
     assert (
         f"<td class='ours'>0.312</td>{blank}<td class='paper'>0.240</td>"
         "<td class='diff worse'>+0.072</td>" in page

@@ -21,7 +21,16 @@ from pipeline.config import parse
 from pipeline.errors import ExtractionError, UnknownFeatureError
 from pipeline.features.base import Extractor
 
-__all__ = ["FAMILIES", "Extractor", "extract", "get", "module_of", "names", "parse_params"]
+__all__ = [
+    "FAMILIES",
+    "Extractor",
+    "compute",
+    "extract",
+    "get",
+    "module_of",
+    "names",
+    "parse_params",
+]
 
 #: name -> module defining ``EXTRACTOR``; the one place a new feature is registered.
 _REGISTRY: dict[str, str] = {
@@ -112,8 +121,30 @@ def extract(
         ``shape`` is ``get(name).output_shape(params, H, W)``, e.g. (31, 32, 32) for HOG of
         256×256 images, (256, 6, 6) for CONV5, (4096,) for FC6.
     """
+    return compute(name, images, parse_params(name, params), device=device, workers=workers)
+
+
+def compute(
+    name: str, images: np.ndarray, params: Any, *, device: str = "cpu", workers: int = 0
+) -> np.ndarray:
+    """:func:`extract` with the extractor's parameters already parsed (a params dataclass).
+
+    Parameters
+    ----------
+    name : str
+    images : (N, H, W, 3) ndarray of uint8
+    params : params dataclass
+        :func:`parse_params` of ``name``, e.g. the ``extract.hog`` section a decoder was
+        trained with.
+    device, workers
+        As :func:`extract`.
+
+    Returns
+    -------
+    (N, *shape) ndarray of float32
+    """
     extractor = get(name)
-    p = parse_params(name, params)
+    p = params
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ExtractionError(

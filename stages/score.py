@@ -1,0 +1,107 @@
+"""``invert score MODEL --photos SOURCE``: a trained decoder on photographs you bring."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import features
+from pipeline.config import parse
+from pipeline.errors import ConfigError
+from pipeline.evaluation import EvalParams, score_photos
+from pipeline.images import PrepareParams, photo_crops
+from stages.common import as_mapping, params_option, read_section, reports_errors
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--photos",
+    required=True,
+    help="A folder of photographs, a .txt list of files, sample:NAME,NAME (photographs "
+    "shipped with the dependencies), or holdout: the params file's prepare.holdout_photos.",
+)
+@click.option(
+    "--images",
+    "images_path",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Image store the decoder was trained with (the mean-image baseline).",
+)
+@click.option(
+    "--features",
+    "features_path",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Feature store it was trained on (the nearest-neighbour baseline; not for "
+    "autoencoders / online features).",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Metrics JSON to write.",
+)
+@params_option
+@reports_errors
+def score(
+    model: str,
+    photos: str,
+    images_path: str,
+    features_path: str | None,
+    metrics_path: str | None,
+    params_file: str,
+) -> None:
+    """Score MODEL (a model.pt) on new photographs, beside the trivial baselines.
+
+    Each photograph gives its centre square and `evaluate.photo_crops` random crops (seeded);
+    their features are computed with the `extract` section the decoder was trained with
+    (refused if it differs), decoded, and scored with the normalised error (docs/method.md §6)
+    and its 95% interval, beside the training-mean image and the nearest training image in
+    feature space (from --images / --features, as `invert evaluate`).
+    """
+    params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
+    run_score(model, photos, images_path, features_path, metrics_path, params, params_file)
+
+
+def run_score(
+    model: str,
+    photos: str,
+    images_path: str,
+    features_path: str | None,
+    metrics_path: str | None,
+    params: EvalParams,
+    params_file: str,
+) -> None:
+    """Score ``model`` on ``photos``, print one line (``invert score``, ``evaluate --photos``)."""
+    from pipeline.checkpoints import read_model_file
+
+    _, config = read_model_file(model)
+    target = str(config["target"])
+    section = features.get(target).section
+    feature_params = features.parse_params(
+        target,
+        as_mapping(read_section(params_file, "extract").get(section), f"extract.{section}"),
+    )
+    if photos == "holdout":
+        prepare = parse(PrepareParams, read_section(params_file, "prepare"), section="prepare")
+        if not prepare.holdout_photos:
+            raise ConfigError("--photos holdout: prepare.holdout_photos is empty in the params")
+        photos = "sample:" + ",".join(prepare.holdout_photos)
+    ids, images = photo_crops(photos, crops=params.photo_crops)
+    m = score_photos(
+        model,
+        images,
+        images_path=images_path,
+        features_path=features_path,
+        feature_params=feature_params,
+        params=params,
+        metrics_path=metrics_path,
+    )
+    photographs = len({i.split("#")[0] for i in ids})
+    click.echo(
+        f"{m['target']} ({m['mode']}) on {m['images']} crops of {photographs} new photographs: "
+        f"normalised error {m['normalised_error']:.3f} [{m['interval_low']:.3f}, "
+        f"{m['interval_high']:.3f}]; mean image {m['mean_image']:.3f}, nearest neighbour "
+        f"{m['nearest_neighbour']:.3f}"
+    )
