@@ -40,9 +40,18 @@ def _photos(m: dict[str, Any] | None) -> str:
     return f"{m['normalised_error']:.3f} ({ratio:.2f}x mean, n={m['images']})"
 
 
-def error_table(metrics_dir: Path) -> str:
-    """The table as text: ours, autoencoder, [1] and the paper per target, with n."""
+def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
+    """The table as text: ours, autoencoder, [1] and the paper per target, with n.
+
+    ``same_images`` (``figures/same_images.json`` of ``invert figures``) adds the decoders'
+    error on exactly the test images [1] inverted.
+    """
     evals = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
+    same = (
+        json.loads(same_images.read_text())
+        if same_images is not None and same_images.is_file()
+        else {}
+    )
     photos_dir = metrics_dir.parent / "photos"
     photos = {p.stem: json.loads(p.read_text()) for p in sorted(photos_dir.glob("*.json"))}
     header = (
@@ -53,6 +62,7 @@ def error_table(metrics_dir: Path) -> str:
         "new photos",
         "autoencoder",
         "[1] (optimisation)",
+        "ours on [1]'s",
         "paper",
     )
     lines = [header]
@@ -70,6 +80,7 @@ def error_table(metrics_dir: Path) -> str:
                 _photos(photos.get(target)),
                 _cell(evals.get(f"ae_{target}")) + (" ~" if short else ""),
                 _cell(evals.get(f"mv_{target}")),
+                f"{same[target]['ours']:.3f}" if target in same else "–",
                 "–" if paper is None else f"{paper:.2f}",
             )
         )
@@ -86,6 +97,9 @@ def error_table(metrics_dir: Path) -> str:
     text.append("New photos: the decoder on crops of photographs in neither split, and its error")
     text.append("as a multiple of the training-mean image's on those crops (< 1: it generalises).")
     text.append("'~': autoencoder trained for fewer steps than the fixed decoder (undertrained).")
+    if same:
+        text.append("ours on [1]'s: the fixed decoder on exactly the test images [1] inverted,")
+        text.append("with the same denominator (the whole test split's mean distance).")
     if random:
         text.append("AlexNet rows: RANDOM weights (random:SEED), not the paper's trained CaffeNet.")
     return "\n".join(text)
@@ -100,6 +114,14 @@ def error_table(metrics_dir: Path) -> str:
     type=click.Path(file_okay=False, exists=True),
     help="Folder of the evaluation metrics JSON files (evaluate, evaluate_ae, baseline).",
 )
-def table(metrics_dir: str) -> None:
+@click.option(
+    "--same-images",
+    "same_images",
+    default="figures/same_images.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The decoders' errors on [1]'s images (written by invert figures); skipped if absent.",
+)
+def table(metrics_dir: str, same_images: str) -> None:
     """Print the error table of a run (what `dvc metrics show` holds, as the paper lays it out)."""
-    click.echo(error_table(Path(metrics_dir)))
+    click.echo(error_table(Path(metrics_dir), Path(same_images)))

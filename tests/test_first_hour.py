@@ -139,6 +139,31 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     assert rows["hog"].rstrip().endswith("0.24")  # the paper's value beside ours
     assert "0.867 (n=64)" in rows["fc8"] and "sift" not in rows
     assert "RANDOM weights" in r.output
+    assert "~" not in rows["fc8"]  # no fixed fc8 decoder to compare its steps with
+
+
+def test_table_shows_new_photos_undertrained_and_same_images(tmp_path: Path) -> None:
+    import json
+
+    evals, photos = tmp_path / "metrics" / "eval", tmp_path / "metrics" / "photos"
+    evals.mkdir(parents=True)
+    photos.mkdir()
+    base = {"images": 96, "mean_image": 0.8, "nearest_neighbour": 0.9, "mode": "fixed"}
+    (evals / "conv5.json").write_text(json.dumps({**base, "normalised_error": 0.5, "steps": 150}))
+    (evals / "ae_conv5.json").write_text(json.dumps({**base, "normalised_error": 0.7, "steps": 60}))
+    (evals / "mv_conv5.json").write_text(json.dumps({"normalised_error": 0.75, "images": 2}))
+    (photos / "conv5.json").write_text(
+        json.dumps({"normalised_error": 0.6, "mean_image": 0.8, "images": 24})
+    )
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({"conv5": {"ours": 0.4321, "mv": 0.75, "images": 2}}))
+    args = ["table", "--metrics", str(evals), "--same-images", str(same)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.output.splitlines() if line.startswith("conv5"))
+    assert "0.600 (0.75x mean, n=24)" in row  # 0.6 / 0.8 on the new photographs
+    assert "0.700 (n=96) ~" in row  # 60 steps against the decoder's 150: undertrained
+    assert "0.750 (n=2)" in row and "0.432" in row  # [1] and ours on [1]'s two images
 
 
 def test_dvc_metrics_show_holds_evaluation_metrics_only() -> None:
