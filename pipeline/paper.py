@@ -572,10 +572,16 @@ def findings(
                 continue
             err, mean, nn = m["normalised_error"], m["mean_image"], m["nearest_neighbour"]
             head = f"{name.upper()} {what}: {err:.3f} on {m['images']} test images"
+            high = m.get("interval_high")
             if err >= mean:
                 verdict = (
                     f"no better than the training-mean image ({mean:.3f}): its reconstructions "
                     "carry nothing of the features"
+                )
+            elif high is not None and high >= mean:
+                verdict = (
+                    f"below the training-mean image ({mean:.3f}) but inside its own 95% interval "
+                    f"[{m['interval_low']:.3f}, {high:.3f}]: not a clear difference"
                 )
             elif err >= nn:
                 verdict = (

@@ -246,8 +246,9 @@ def test_c_a_hog_parameter_makes_hog_stages_stale(committed: Path) -> None:
         stale = _downstream(committed, set(direct))
     finally:
         path.write_text(original)
-    # the report shows the whole params file, so it depends on the file itself
-    assert set(direct) == {"extract@hog", "train@hog", "baseline@hog", "report"}
+    # the report shows the whole params file, so it depends on the file itself; evaluate@hog
+    # computes the HOG of the new photographs it scores (--photos)
+    assert set(direct) == {"extract@hog", "train@hog", "evaluate@hog", "baseline@hog", "report"}
     assert direct.pop("report") == {"params.yaml"}
     assert all(what == {"extract.hog"} for what in direct.values()), direct  # the section
     assert {"evaluate@hog", "figures", "report"} <= stale

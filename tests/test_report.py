@@ -269,3 +269,14 @@ def test_findings_say_which_decoders_beat_the_trivial_baselines() -> None:
     assert got[0].startswith("HOG decoder: 0.600 on 64 test images — beats the mean image")
     assert "CONV5 decoder: 0.700 on 8 test images" in got[1] and "recalls training" in got[1]
     assert got[2].startswith("FC6 decoder") and "no better than the training-mean image" in got[2]
+    # below the mean image, but the mean image lies inside the error's 95% interval
+    evals["lbp"] = {
+        **evals["hog"],
+        "normalised_error": 0.79,
+        "interval_low": 0.77,
+        "interval_high": 0.81,
+    }
+    photos = {"lbp": {"normalised_error": 0.72, "mean_image": 0.8, "images": 24}}
+    lbp = next(line for line in findings(evals, photos) if line.startswith("LBP"))
+    assert "inside its own 95% interval [0.770, 0.810]: not a clear difference" in lbp
+    assert "on 24 crops of new photographs 0.720 against the mean image's 0.800 (0.90x)" in lbp
