@@ -154,6 +154,30 @@ def test_load_image_and_resize_shapes() -> None:
     assert out.shape == (256, 256, 3) and out.dtype == np.uint8
 
 
+def test_resize_shrinks_by_area_averaging() -> None:
+    """Halving is the mean of each 2x2 block (the area rule), computed here with numpy."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(512, 768, 3), dtype=np.uint8)
+    blocks = img.reshape(256, 2, 384, 2, 3).astype(np.float64).mean(axis=(1, 3))  # (256, 384, 3)
+    expected = np.floor(blocks[:, 64:320] + 0.5)  # the centre 256 columns of 384
+    out = resize_center_crop(img, 256)
+    assert np.abs(out.astype(np.float64) - expected).max() <= 1.0
+
+
+def test_resize_enlarges_smoothly() -> None:
+    """Enlarging a linear ramp 4x with a cubic kernel gives the ramp at the new pixel centres
+    (cubic convolution reproduces linear functions); nearest-neighbour would be off by up to
+    1.1 (a step of 3 every 4 pixels), more than the rounding allowed here."""
+    x = np.arange(64, dtype=np.float64)
+    ramp = np.broadcast_to((3.0 * x + 10.0)[None, :, None], (64, 64, 3)).astype(np.uint8)
+    out = resize_center_crop(np.ascontiguousarray(ramp), 256).astype(np.float64)
+    j = np.arange(256, dtype=np.float64)
+    expected = 3.0 * ((j + 0.5) / 4.0 - 0.5) + 10.0  # source coordinate of output pixel j
+    interior = slice(8, 248)  # away from the border replication
+    assert np.abs(out[128, interior, 0] - expected[interior]).max() <= 0.6
+    assert np.all(out[:, :, 0] == out[:1, :, 0])  # constant along y, as the input
+
+
 def test_prepare_params_validation() -> None:
     with pytest.raises(ConfigError, match="not sample photographs"):
         PrepareParams(test_photos=("lena",))
