@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 __all__ = ["SECTIONS", "as_dict", "load_section", "parse"]
 
 #: The top-level sections of ``params.yaml``, one per stage; any other is a typo.
-SECTIONS = ("prepare", "extract", "train", "evaluate", "baseline", "figures")
+SECTIONS = ("prepare", "extract", "train", "evaluate", "baseline", "figures", "report")
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ __all__ = [
     "PAPER_ERRORS",
     "Decoded",
     "EvalParams",
+    "Photos",
     "decode_features",
     "error_metrics",
     "evaluate",
@@ -353,6 +354,30 @@ def decode_features(inv: Decoded, features: np.ndarray, batch_size: int = 16) ->
     return np.concatenate(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
+def _training_features(inv: Decoded, features_path: str | Path | None) -> Any:
+    """The feature store ``inv`` was trained on, checked; ``None`` when it has an encoder.
+
+    Raises
+    ------
+    IncompatibleStoreError
+        No store given for a decoder trained on one, or another store than its training
+        store (the fingerprints differ).
+    """
+    if inv.encoder is not None:
+        return None
+    if features_path is None:
+        raise IncompatibleStoreError(
+            f"{inv.target} was trained on a feature store: pass it with --features"
+        )
+    fs = open_store(features_path, kind="features")
+    if fs.fingerprint != inv.config.get("features_fingerprint"):
+        raise IncompatibleStoreError(
+            f"feature store {str(features_path)!r} is not the one decoder {inv.target!r} was "
+            "trained on (fingerprints differ); pass the store it was trained with"
+        )
+    return fs
+
+
 def test_batches(
     inv: Decoded,
     images_path: str | Path,
@@ -368,16 +393,9 @@ def test_batches(
     """
     images = open_store(images_path, kind="images")
     idx = usable_indices(images_path, "test")
+    fs = _training_features(inv, features_path)
     store_feats = None
-    if inv.encoder is None:
-        if features_path is None:
-            raise IncompatibleStoreError(f"{inv.target} was trained on a feature store: pass it")
-        fs = open_store(features_path, kind="features")
-        if fs.fingerprint != inv.config.get("features_fingerprint"):
-            raise IncompatibleStoreError(
-                f"feature store {str(features_path)!r} is not the one decoder {inv.target!r} was "
-                "trained on (fingerprints differ); evaluate with the training store"
-            )
+    if fs is not None:
         store_feats = fs.array("features")
         idx = idx[fs.array("valid")[:][idx] > 0]
     if max_images is not None:
@@ -401,10 +419,13 @@ def trivial_predictions(
     inv: Decoded,
     images_path: str | Path,
     features_path: str | Path | None,
-    test_features: np.ndarray,
+    queries: Sequence[np.ndarray],
     params: EvalParams,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """The training-mean image and the nearest-neighbour targets (:mod:`pipeline.trivial`).
+
+    The training subset is read once for every query set (the test split and, with
+    ``--photos``, the new photographs).
 
     Parameters
     ----------
@@ -412,14 +433,15 @@ def trivial_predictions(
     images_path, features_path : str or Path
         As :func:`evaluate`; features come from the store or the inverter's encoder, as the
         decoder's do.
-    test_features : (N, D) ndarray
-        The test images' features, flattened, in the order of the reconstructions.
+    queries : sequence of (N_k, D) ndarray
+        Each query set's features, flattened, in the order of its reconstructions.
     params : EvalParams
 
     Returns
     -------
     mean_image : (S, S, 3) ndarray of float32
-    nearest : (N, S, S, 3) ndarray of float32
+    nearest : list of (N_k, S, S, 3) ndarray of float32
+        Per query set, the nearest training image's target per image.
     """
     source = features_path if inv.encoder is None else images_path
     assert source is not None
@@ -444,9 +466,101 @@ def trivial_predictions(
             total.append(t.sum(axis=0, dtype=np.float64))
             yield f.reshape(len(sel), -1), t
 
-    nearest = trivial.nearest_neighbour(test_features, batches)
+    sizes = [len(q) for q in queries]
+    nearest = trivial.nearest_neighbour(np.concatenate(queries), batches)
     mean_image = (np.sum(total, axis=0) / len(subset)).astype(np.float32)
-    return mean_image, nearest
+    return mean_image, np.split(nearest, np.cumsum(sizes)[:-1])
+
+
+def _reconstruct(
+    inv: Decoded, feats: torch.Tensor, x: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one batch; (reconstructions, targets), each (B, S, S, 3) float32 in [0, 1].
+
+    ``feats`` are (B, ...) decoder inputs, ``x`` the (B, 3, 256, 256) uint8 images.
+    """
+    y = inv.decode(feats)  # (B, 3, S, S)
+    t = (target_images(x.to(inv.device), inv.target) + PIXEL_OFFSET).clamp(0, 1)
+    return y.permute(0, 2, 3, 1).cpu().numpy(), t.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _scores(
+    inv: Decoded,
+    tgt: np.ndarray,
+    rec: np.ndarray,
+    mean_image: np.ndarray,
+    nearest: np.ndarray,
+    params: EvalParams,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metrics of one set of reconstructions beside the trivial baselines.
+
+    ``tgt``, ``rec``, ``nearest``: (N, S, S, 3); ``mean_image``: (S, S, 3). ``extra`` keys
+    come after ``baseline_images``.
+    """
+    return {
+        "target": inv.target,
+        "mode": inv.mode,
+        **error_metrics(tgt, rec),
+        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
+        "nearest_neighbour": normalised_error(tgt, nearest),
+        "baseline_images": params.baseline_images,
+        **extra,
+        "random_weights": inv.random_weights,
+    }
+
+
+def _write_metrics(metrics: dict[str, Any], path: str | Path) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rounded(metrics), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Photos:
+    """New photographs to score a decoder on (``invert score``, ``evaluate --photos``).
+
+    Attributes
+    ----------
+    images : (N, 256, 256, 3) ndarray of uint8
+        The photographs' crops (:func:`pipeline.images.photo_crops`), N >= 2.
+    feature_params : params dataclass
+        The extractor's parameters (``extract.<section>``); refused unless the decoder was
+        trained with them.
+    metrics_path : str or Path, optional
+        Metrics JSON of their scores.
+    """
+
+    images: np.ndarray
+    feature_params: Any
+    metrics_path: str | Path | None = None
+
+
+def _photo_batch(
+    inv: Decoded,
+    model_path: str | Path,
+    photos: Photos,
+    features_path: str | Path | None,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, ...), images (N, 3, 256, 256) uint8) of the photographs, as trained on."""
+    trained_with = inv.config.get("feature_params")
+    if trained_with is not None and identity_params(photos.feature_params) != trained_with:
+        raise IncompatibleStoreError(
+            f"decoder {str(model_path)!r} was trained on {inv.target} features made with "
+            f"{trained_with}, not {identity_params(photos.feature_params)}; score it with the "
+            "params file it was trained with"
+        )
+    fs = _training_features(inv, features_path)
+    x = torch.from_numpy(np.ascontiguousarray(photos.images)).permute(0, 3, 1, 2)
+    if fs is None:
+        n = batch_size
+        return torch.cat([inv.encode(x[i : i + n]).float().cpu() for i in range(0, len(x), n)]), x
+    computed = features.compute(
+        inv.target, photos.images, photos.feature_params, device=str(inv.device)
+    )
+    stored = fs.array("features").dtype
+    return torch.from_numpy(computed.astype(stored).astype(np.float32)), x  # as trained on
 
 
 def evaluate(
@@ -457,6 +571,7 @@ def evaluate(
     out: str | Path,
     metrics_path: str | Path | None = None,
     params: EvalParams | None = None,
+    photos: Photos | None = None,
 ) -> dict[str, Any]:
     """Reconstruct the test split, store the reconstructions, write the metrics.
 
@@ -474,11 +589,15 @@ def evaluate(
     metrics_path : str or Path, optional
         Metrics JSON (``dvc metrics show``).
     params : EvalParams, optional
+    photos : Photos, optional
+        Also score the decoder on these new photographs (as :func:`score_photos`, sharing
+        the one read of the training subset behind the baselines); their metrics are
+        returned under ``"photos"`` and written to ``photos.metrics_path``.
 
     Returns
     -------
     dict
-        The metrics.
+        The metrics (with ``"photos"`` when ``photos`` is given).
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
@@ -486,27 +605,29 @@ def evaluate(
     for sel, f, x in test_batches(
         inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
     ):
-        y = inv.decode(f).permute(0, 2, 3, 1).cpu().numpy()  # (B, S, S, 3) in [0, 1]
-        t = (target_images(x.to(inv.device), inv.target) + PIXEL_OFFSET).clamp(0, 1)
+        y, t = _reconstruct(inv, f, x)
         recs.append(y)
-        tgts.append(t.permute(0, 2, 3, 1).cpu().numpy())
+        tgts.append(t)
         index.append(sel)
         test_feats.append(f.float().cpu().numpy().reshape(len(sel), -1))  # (B, D)
     rec, tgt, ind = np.concatenate(recs), np.concatenate(tgts), np.concatenate(index)
-    mean_image, nearest = trivial_predictions(
-        inv, images_path, features_path, np.concatenate(test_feats), params
+    queries = [np.concatenate(test_feats)]
+    if photos is not None:
+        photo_feats, photo_x = _photo_batch(
+            inv, model_path, photos, features_path, params.batch_size
+        )
+        queries.append(photo_feats.numpy().reshape(len(photo_feats), -1))
+    mean_image, nearest = trivial_predictions(inv, images_path, features_path, queries, params)
+    metrics = _scores(
+        inv,
+        tgt,
+        rec,
+        mean_image,
+        nearest[0],
+        params,
+        steps=int(inv.config["params"]["steps"]),
+        paper=PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
     )
-    metrics = {
-        "target": inv.target,
-        "mode": inv.mode,
-        **error_metrics(tgt, rec),
-        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
-        "nearest_neighbour": normalised_error(tgt, nearest),
-        "baseline_images": params.baseline_images,
-        "steps": int(inv.config["params"]["steps"]),
-        "paper": PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
-        "random_weights": inv.random_weights,
-    }
     images = open_store(images_path, kind="images")
     provenance = {
         "kind": "reconstructions",
@@ -531,41 +652,56 @@ def evaluate(
         metrics_path=metrics_path,
     )
     log.info("%s (%s): normalised error %.3f", inv.target, inv.mode, metrics["normalised_error"])
+    if photos is not None:
+        scored = _score_batch(inv, photo_feats, photo_x, mean_image, nearest[1], params)
+        if photos.metrics_path is not None:
+            _write_metrics(scored, photos.metrics_path)
+        metrics = {**metrics, "photos": scored}
     return metrics
+
+
+def _score_batch(
+    inv: Decoded,
+    feats: torch.Tensor,
+    x: torch.Tensor,
+    mean_image: np.ndarray,
+    nearest: np.ndarray,
+    params: EvalParams,
+) -> dict[str, Any]:
+    recs, tgts = [], []
+    for i in range(0, len(x), params.batch_size):
+        y, t = _reconstruct(inv, feats[i : i + params.batch_size], x[i : i + params.batch_size])
+        recs.append(y)
+        tgts.append(t)
+    return _scores(inv, np.concatenate(tgts), np.concatenate(recs), mean_image, nearest, params)
 
 
 def score_photos(
     model_path: str | Path,
-    photos: np.ndarray,
+    photos: Photos,
     *,
     images_path: str | Path,
     features_path: str | Path | None,
-    feature_params: Any,
     params: EvalParams | None = None,
-    metrics_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a trained decoder on new photographs, with the same trivial baselines.
 
-    How a lab checks a decoder on its own images (``invert score``): the photographs' features
-    are computed here with the parameters the decoder was trained with, decoded, and compared
-    with their targets like the test split in :func:`evaluate`; the mean image and the
-    nearest neighbour come from the same training stores.
+    How a lab checks a decoder on its own images (``invert score``): the photographs'
+    features are computed here with the parameters the decoder was trained with, decoded,
+    and compared with their targets like the test split in :func:`evaluate`; the mean image
+    and the nearest neighbour come from the same training stores.
 
     Parameters
     ----------
     model_path : str or Path
         ``model.pt`` of ``invert train``.
-    photos : (N, 256, 256, 3) ndarray of uint8
-        The images (:func:`pipeline.images.photo_crops`), N >= 2.
+    photos : Photos
+        The photographs, the extractor parameters, where to write the metrics.
     images_path, features_path : str or Path
         The stores the decoder was trained with (the baselines' training images and
-        features; ``features_path`` is ``None`` for autoencoders and online features).
-    feature_params : params dataclass
-        The extractor's parameters (``extract.<section>``); refused unless the decoder was
-        trained with them.
+        features; ``features_path`` is ``None`` for autoencoders and online features);
+        a feature store other than the training one is refused.
     params : EvalParams, optional
-    metrics_path : str or Path, optional
-        Metrics JSON.
 
     Returns
     -------
@@ -574,44 +710,11 @@ def score_photos(
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
-    trained_with = inv.config.get("feature_params")
-    if trained_with is not None and identity_params(feature_params) != trained_with:
-        raise IncompatibleStoreError(
-            f"decoder {str(model_path)!r} was trained on {inv.target} features made with "
-            f"{trained_with}, not {identity_params(feature_params)}; score it with the "
-            "params file it was trained with"
-        )
-    x = torch.from_numpy(np.ascontiguousarray(photos)).permute(0, 3, 1, 2)  # (N, 3, H, W)
-    if inv.encoder is not None:
-        n = params.batch_size
-        feats = torch.cat([inv.encode(x[i : i + n]).float().cpu() for i in range(0, len(x), n)])
-    else:
-        if features_path is None:
-            raise IncompatibleStoreError(f"{inv.target} was trained on a feature store: pass it")
-        stored = open_store(features_path, kind="features").array("features").dtype
-        computed = features.compute(inv.target, photos, feature_params, device=str(inv.device))
-        feats = torch.from_numpy(computed.astype(stored).astype(np.float32))  # as trained on
-    recs, tgts = [], []
-    for i in range(0, len(x), params.batch_size):
-        y = inv.decode(feats[i : i + params.batch_size])  # (B, 3, S, S) in [0, 1]
-        t = target_images(x[i : i + params.batch_size].to(inv.device), inv.target) + PIXEL_OFFSET
-        recs.append(y.permute(0, 2, 3, 1).cpu().numpy())
-        tgts.append(t.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
-    rec, tgt = np.concatenate(recs), np.concatenate(tgts)
-    mean_image, nearest = trivial_predictions(
-        inv, images_path, features_path, feats.numpy().reshape(len(feats), -1), params
+    feats, x = _photo_batch(inv, model_path, photos, features_path, params.batch_size)
+    mean_image, (nearest,) = trivial_predictions(
+        inv, images_path, features_path, [feats.numpy().reshape(len(feats), -1)], params
     )
-    metrics = {
-        "target": inv.target,
-        "mode": inv.mode,
-        **error_metrics(tgt, rec),
-        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
-        "nearest_neighbour": normalised_error(tgt, nearest),
-        "baseline_images": params.baseline_images,
-        "random_weights": inv.random_weights,
-    }
-    if metrics_path is not None:
-        path = Path(metrics_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rounded(metrics), indent=2) + "\n")
+    metrics = _score_batch(inv, feats, x, mean_image, nearest, params)
+    if photos.metrics_path is not None:
+        _write_metrics(metrics, photos.metrics_path)
     return metrics

@@ -471,8 +471,12 @@ def make_report(
     out: str | Path,
     provenance: dict[str, Any],
     figure_list: list[tuple[str, Path]] | None = None,
+    run: str = "",
 ) -> Path:
-    """Gather ``metrics/eval/*.json``, the figures and the loss curves into an HTML report."""
+    """Gather ``metrics/eval/*.json``, the figures and the loss curves into an HTML report.
+
+    ``run`` is the run's name (``report.run``), shown under the title.
+    """
     from pipeline.report import write_report
 
     metrics = Path(metrics)
@@ -499,6 +503,9 @@ def make_report(
                     "ssim": m["ssim"],
                     "psnr": m["psnr"],
                     "baseline": mv["normalised_error"] if mv and key == name else None,
+                    "baseline_images": mv.get("images") if mv and key == name else None,
+                    "interval_low": m.get("interval_low"),
+                    "interval_high": m.get("interval_high"),
                     "ours_same": same.get(name, {}).get("ours") if key == name else None,
                     "mean_image": m.get("mean_image"),
                     "nearest_neighbour": m.get("nearest_neighbour"),
@@ -548,6 +555,7 @@ def make_report(
         notes=notes,
         loss_figure=loss,
         findings=findings(evals, photos),
+        run=run,
     )
 
 

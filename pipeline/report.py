@@ -23,12 +23,35 @@ import math
 import numbers
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ERROR_TABLE_KEYS", "provenance_warnings", "undertrained", "write_report"]
+__all__ = [
+    "ERROR_TABLE_KEYS",
+    "ReportParams",
+    "provenance_warnings",
+    "undertrained",
+    "write_report",
+]
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The ``report`` section of ``params.yaml``.
+
+    Attributes
+    ----------
+    run : str
+        The run's name, shown under the report's title: ``"embedded default"`` in the
+        committed params, ``"embedded long run"`` in ``scripts/long_run.sh``'s params set; empty
+        shows none.
+    """
+
+    run: str = ""
+
 
 #: Keys of an error-table row: required, then optional (missing or None shows "—").
 ERROR_TABLE_KEYS = {
@@ -39,6 +62,9 @@ ERROR_TABLE_KEYS = {
         "psnr",
         "baseline",
         "ours_same",
+        "baseline_images",
+        "interval_low",
+        "interval_high",
         "mean_image",
         "nearest_neighbour",
         "images",
@@ -58,6 +84,7 @@ body { font-family: Georgia, 'DejaVu Serif', serif; max-width: 1180px; margin: 2
 h1 { font-size: 1.7em; margin-bottom: 0.2em; }
 h2 { font-size: 1.3em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
 .subtitle { color: #555; margin-top: 0; }
+.run { font-size: 1.1em; }
 .warning { background: #b00020; color: #fff; padding: 0.9em 1.2em; margin: 1.2em 0;
            border-radius: 4px; font-family: 'DejaVu Sans', Arial, sans-serif; }
 .warning strong { font-size: 1.15em; display: block; margin-bottom: 0.3em; }
@@ -152,14 +179,14 @@ def provenance_warnings(provenance: Mapping[str, Any]) -> list[str]:
             f"AlexNet with RANDOM weights{which}: the CONV1–FC8 features come from an "
             "untrained network, so their reconstructions, errors and figures say nothing "
             "about the paper's trained AlexNet. Give the run a trained weights file to "
-            "reproduce Fig. 2–10."
+            "reproduce Figs. 2–8."
         )
     if any(_is_embedded_default(k, v) for k, v in pairs):
         found.append(
-            "Embedded default data: the images are the few sample photographs shipped with "
-            "scikit-image (random crops of them), not ImageNet. Training and test images "
-            "are a handful of scenes, so the errors are not comparable with the paper's. "
-            "Point the image source at ImageNet to reproduce the paper."
+            "Embedded default data: the images are random crops of the 20 photographs "
+            "shipped inside scikit-image and matplotlib, not ImageNet. Training and test "
+            "images are a handful of scenes, so the errors are not comparable with the "
+            "paper's. Point the image source at ImageNet to reproduce the paper."
         )
     return found
 
@@ -275,9 +302,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     head = (
-        "<tr><th class='text'>Target</th><th class='text'>Mode</th><th>Ours</th><th>n</th>"
+        "<tr><th class='text'>Target</th><th class='text'>Mode</th><th>Ours</th>"
+        "<th>95% interval</th><th>n</th>"
         "<th>Mean image</th><th>Nearest nb.</th><th>New photos (n)</th><th>Their mean image</th>"
-        "<th>Paper</th><th>Ours − paper</th><th>M&amp;V [1]</th><th>Ours on [1]'s images</th>"
+        "<th>Paper</th><th>Ours − paper</th><th>M&amp;V [1] (n)</th><th>Ours on [1]'s images</th>"
         "<th>SSIM</th>"
         "<th>PSNR (dB)</th></tr>"
     )
@@ -290,11 +318,17 @@ def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
             cls = " worse" if diff > 0 else " better"  # lower error is better
         n = r.get("photos_images")
         photo_n = "" if n is None else f" ({int(n)})"
+        mv_n = r.get("baseline_images")
+        mv = _fmt(r["baseline"])
+        if mv_n is not None and r["baseline"] is not None:
+            mv += f" ({int(mv_n)})"
+        low, high = r.get("interval_low"), r.get("interval_high")
+        interval = "—" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
         body.append(
             f"<tr class='row' data-target='{_e(r['target'])}' data-mode='{_e(r['mode'])}'>"
             f"<td class='text'>{_e(r['target'])}</td><td class='text'>{_e(r['mode'])}"
             f"{' (undertrained)' if r.get('undertrained') else ''}</td>"
-            f"<td class='ours'>{_fmt(ours)}</td>"
+            f"<td class='ours'>{_fmt(ours)}</td><td class='interval'>{interval}</td>"
             f"<td>{'—' if r['images'] is None else int(r['images'])}</td>"
             f"<td class='trivial'>{_fmt(r['mean_image'])}</td>"
             f"<td class='trivial'>{_fmt(r['nearest_neighbour'])}</td>"
@@ -302,7 +336,7 @@ def _table_html(rows: Sequence[Mapping[str, Any]]) -> str:
             f"<td class='trivial'>{_fmt(r.get('photos_mean_image'))}</td>"
             f"<td class='paper'>{_fmt(paper)}</td>"
             f"<td class='diff{cls}'>{'—' if diff is None else f'{diff:+.3f}'}</td>"
-            f"<td class='baseline'>{_fmt(r['baseline'])}</td>"
+            f"<td class='baseline'>{mv}</td>"
             f"<td class='same'>{_fmt(r['ours_same'])}</td>"
             f"<td>{_fmt(r['ssim'])}</td><td>{_fmt(r['psnr'], 2)}</td></tr>"
         )
@@ -335,6 +369,7 @@ def write_report(
     notes: Sequence[str] = (),
     loss_figure: tuple[str, Path] | None = None,
     findings: Sequence[str] = (),
+    run: str = "",
 ) -> Path:
     """Write the run's report, ``out_dir/index.html``, and copy its figures beside it.
 
@@ -349,7 +384,9 @@ def write_report(
         One row per target and mode: ``target`` (str, e.g. ``"hog"``), ``mode`` (str, e.g.
         ``"fixed"`` or ``"autoencoder"``), ``ours`` (float, normalised reconstruction error),
         and optionally ``paper`` (the paper's error), ``baseline`` (Mahendran & Vedaldi's
-        error), ``ssim`` and ``psnr`` (dB) — each a float or None.
+        error) and ``baseline_images`` (its n), ``interval_low``/``interval_high`` (our
+        error's 95% interval), ``ssim`` and ``psnr`` (dB) — each a float or None; see
+        :data:`ERROR_TABLE_KEYS` for the rest.
     figures : sequence of (str, Path)
         Caption and PNG of every figure, in the order shown.
     provenance : mapping
@@ -363,6 +400,9 @@ def write_report(
     findings : sequence of str
         What this run shows, one sentence each (e.g. which targets beat the trivial
         baselines), listed under the error table.
+    run : str
+        The run's name (``report.run`` of the params, e.g. ``"embedded default"``), shown
+        under the title; empty: none shown.
 
     Returns
     -------
@@ -396,6 +436,8 @@ def write_report(
         "<p class='subtitle'>Reproduction of A. Dosovitskiy and T. Brox, “Inverting Visual "
         "Representations with Convolutional Networks”, CVPR 2016.</p>",
     ]
+    if run:
+        parts.append(f"<p class='run' id='run'>This run: <strong>{_e(run)}</strong></p>")
     if warnings:
         parts.append("<div class='warning' id='warning' role='alert'>")
         parts.append("<strong>⚠ This run does not reproduce the paper</strong>")

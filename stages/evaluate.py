@@ -8,6 +8,7 @@ from pipeline.config import parse
 from pipeline.evaluation import EvalParams
 from pipeline.evaluation import evaluate as evaluate_model
 from stages.common import params_option, read_section, reports_errors
+from stages.score import echo_score, load_photos
 
 
 @click.command()
@@ -70,6 +71,9 @@ def evaluate(
     With --photos, the same decoder is also scored on new photographs (`invert score`).
     """
     params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
+    loaded, photographs = None, 0
+    if photos is not None:  # read (and refused) before the test split is decoded
+        loaded, photographs = load_photos(model, photos, params, params_file, photo_metrics)
     m = evaluate_model(
         model,
         images_path=images_path,
@@ -77,12 +81,11 @@ def evaluate(
         out=out,
         metrics_path=metrics_path,
         params=params,
+        photos=loaded,
     )
     click.echo(
         f"{m['target']} ({m['mode']}): normalised error {m['normalised_error']:.3f}, "
         f"SSIM {m['ssim']:.3f}, PSNR {m['psnr']:.1f} dB on {m['images']} test images"
     )
-    if photos is not None:
-        from stages.score import run_score
-
-        run_score(model, photos, images_path, features_path, photo_metrics, params, params_file)
+    if loaded is not None:
+        echo_score(m["photos"], photographs)

@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.config import parse
 from pipeline.paper import FigureParams, make_figures, make_report
+from pipeline.report import ReportParams
 from pipeline.store import open_store
 from stages.common import params_option, read_section, reports_errors
 
@@ -113,8 +114,12 @@ def report(
     images: str, features: str, metrics: str, figures_dir: str, out: str, params_file: str
 ) -> None:
     """Write OUT/index.html: the error table beside the paper's values, every figure, the
-    loss curves and how the run was made (data, weights, the whole params file)."""
+    loss curves and how the run was made (data, weights, the whole params file).
+
+    Reads the `report` section of the params file (`run`: the name shown under the title).
+    """
+    run = parse(ReportParams, read_section(params_file, "report"), section="report").run
     prov = _provenance(images, features, params_file)
-    path = make_report(metrics=metrics, figures_dir=figures_dir, out=out, provenance=prov)
+    path = make_report(metrics=metrics, figures_dir=figures_dir, out=out, provenance=prov, run=run)
     click.echo(f"report: {path}")
     click.echo(json.dumps({"random_weights": bool(prov.get("alexnet", {}).get("random_weights"))}))

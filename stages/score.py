@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from pipeline import features
 from pipeline.config import parse
 from pipeline.errors import ConfigError
-from pipeline.evaluation import EvalParams, score_photos
+from pipeline.evaluation import EvalParams, Photos, score_photos
 from pipeline.images import PrepareParams, photo_crops
 from stages.common import as_mapping, params_option, read_section, reports_errors
 
@@ -61,19 +63,18 @@ def score(
     feature space (from --images / --features, as `invert evaluate`).
     """
     params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
-    run_score(model, photos, images_path, features_path, metrics_path, params, params_file)
+    loaded, photographs = load_photos(model, photos, params, params_file, metrics_path)
+    m = score_photos(
+        model, loaded, images_path=images_path, features_path=features_path, params=params
+    )
+    echo_score(m, photographs)
 
 
-def run_score(
-    model: str,
-    photos: str,
-    images_path: str,
-    features_path: str | None,
-    metrics_path: str | None,
-    params: EvalParams,
-    params_file: str,
-) -> None:
-    """Score ``model`` on ``photos``, print one line (``invert score``, ``evaluate --photos``)."""
+def load_photos(
+    model: str, photos: str, params: EvalParams, params_file: str, metrics_path: str | None
+) -> tuple[Photos, int]:
+    """The crops of ``photos`` (a source, or ``holdout``) with the extractor params ``model``
+    was trained with; and the number of photographs they come from."""
     from pipeline.checkpoints import read_model_file
 
     _, config = read_model_file(model)
@@ -89,16 +90,12 @@ def run_score(
             raise ConfigError("--photos holdout: prepare.holdout_photos is empty in the params")
         photos = "sample:" + ",".join(prepare.holdout_photos)
     ids, images = photo_crops(photos, crops=params.photo_crops)
-    m = score_photos(
-        model,
-        images,
-        images_path=images_path,
-        features_path=features_path,
-        feature_params=feature_params,
-        params=params,
-        metrics_path=metrics_path,
-    )
     photographs = len({i.split("#")[0] for i in ids})
+    return Photos(images, feature_params, metrics_path), photographs
+
+
+def echo_score(m: dict[str, Any], photographs: int) -> None:
+    """Print one line: the error on the photographs, its interval, the baselines."""
     click.echo(
         f"{m['target']} ({m['mode']}) on {m['images']} crops of {photographs} new photographs: "
         f"normalised error {m['normalised_error']:.3f} [{m['interval_low']:.3f}, "

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from pipeline import decoders
 from pipeline.checkpoints import read_model_file
 from pipeline.errors import ConfigError, ImageSourceError, IncompatibleStoreError
-from pipeline.evaluation import EvalParams, evaluate, score_photos
+from pipeline.evaluation import EvalParams, Photos, evaluate, score_photos
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.features.hog import HogParams
 from pipeline.images import SAMPLE_PHOTOS, PrepareParams, photo_crops, prepare
@@ -133,12 +133,10 @@ def test_score_on_new_photographs(trained: dict[str, Path], tmp_path: Path) -> N
     np.testing.assert_array_equal(again, photos[3:])  # a photograph's crops ignore the others
     m = score_photos(
         trained["model"],
-        photos,
+        Photos(photos, HogParams(), tmp_path / "photos.json"),
         images_path=trained["images"],
         features_path=trained["features"],
-        feature_params=HogParams(),
         params=EvalParams(device="cpu", baseline_images=64),
-        metrics_path=tmp_path / "photos.json",
     )
     assert m["images"] == 6 and m["target"] == "hog"
     assert json.loads((tmp_path / "photos.json").read_text())["images"] == 6
@@ -146,10 +144,48 @@ def test_score_on_new_photographs(trained: dict[str, Path], tmp_path: Path) -> N
     with pytest.raises(IncompatibleStoreError, match="score it with the params file"):
         score_photos(
             trained["model"],
-            photos,
+            Photos(photos, HogParams(num_orientations=6)),
             images_path=trained["images"],
             features_path=trained["features"],
-            feature_params=HogParams(num_orientations=6),
+            params=EvalParams(device="cpu"),
+        )
+    # evaluate --photos scores them the same way, reading the training subset once
+    both = evaluate(
+        trained["model"],
+        images_path=trained["images"],
+        features_path=trained["features"],
+        out=tmp_path / "recs.zarr",
+        params=EvalParams(device="cpu", baseline_images=64),
+        photos=Photos(photos, HogParams(), tmp_path / "both.json"),
+    )
+    assert both["photos"] == m
+    assert (tmp_path / "both.json").read_bytes() == (tmp_path / "photos.json").read_bytes()
+
+
+def test_score_refuses_another_feature_store(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A feature store the decoder was not trained on (same extractor, other images) is an
+    IncompatibleStoreError naming the fix, not a raw error from the distance computation."""
+    other = prepare(
+        "sample:camera,coins",
+        tmp_path / "other.zarr",
+        PrepareParams(train_samples=8, test_samples=2, test_photos=["coins"], holdout_photos=[]),
+    )
+    extract_store("hog", other, tmp_path / "other_hog.zarr", run=ExtractParams(device="cpu"))
+    photos = photo_crops("sample:grace_hopper", crops=1)[1]
+    with pytest.raises(IncompatibleStoreError, match="pass the store it was trained with"):
+        score_photos(
+            trained["model"],
+            Photos(photos, HogParams()),
+            images_path=trained["images"],
+            features_path=tmp_path / "other_hog.zarr",
+            params=EvalParams(device="cpu"),
+        )
+    with pytest.raises(IncompatibleStoreError, match="pass it with --features"):
+        score_photos(
+            trained["model"],
+            Photos(photos, HogParams()),
+            images_path=trained["images"],
+            features_path=None,
             params=EvalParams(device="cpu"),
         )
 

@@ -32,7 +32,7 @@ PAPER_RUN = {
 }
 TABLE = [
     {"target": "hog", "mode": "fixed", "ours": 0.3117, "paper": 0.24, "ssim": 0.41, "psnr": 17.23,
-     "baseline": 0.63},
+     "baseline": 0.63, "baseline_images": 2, "interval_low": 0.2904, "interval_high": 0.3351},
     {"target": "sift", "mode": "fixed", "ours": 0.2712, "paper": 0.28},
     {"target": "fc8", "mode": "autoencoder", "ours": 0.5, "paper": None, "ssim": None},
 ]  # fmt: skip
@@ -86,6 +86,7 @@ def _report(out: Path, figs: list[Path], provenance: dict[str, Any] = RANDOM_RUN
         provenance=provenance,
         notes=["Trained 400 steps on CPU."],
         loss_figure=("Training loss", figs[2]),
+        run="embedded <long> run",
     )
 
 
@@ -106,13 +107,14 @@ def test_report_table_beside_paper(figure_pngs: list[Path], tmp_path: Path) -> N
         "<td class='photos'>—</td><td class='trivial'>—</td>"
     )
     assert (
-        f"<td class='ours'>0.312</td>{blank}<td class='paper'>0.240</td>"
-        "<td class='diff worse'>+0.072</td>" in page
+        "<td class='ours'>0.312</td><td class='interval'>[0.290, 0.335]</td>"
+        f"{blank}<td class='paper'>0.240</td><td class='diff worse'>+0.072</td>" in page
     )
-    assert f"<td class='ours'>0.271</td>{blank}<td class='paper'>0.280</td>" in page
+    none = "<td class='interval'>—</td>"
+    assert f"<td class='ours'>0.271</td>{none}{blank}<td class='paper'>0.280</td>" in page
     assert "<td class='diff better'>-0.009</td>" in page
-    assert "<td class='baseline'>0.630</td>" in page and "17.23" in page
-    assert f"<td class='ours'>0.500</td>{blank}<td class='paper'>—</td>" in page
+    assert "<td class='baseline'>0.630 (2)</td>" in page and "17.23" in page  # [1] and its n
+    assert f"<td class='ours'>0.500</td>{none}{blank}<td class='paper'>—</td>" in page
 
 
 def test_report_figures_exist_and_are_escaped(figure_pngs: list[Path], tmp_path: Path) -> None:
@@ -128,6 +130,7 @@ def test_report_figures_exist_and_are_escaped(figure_pngs: list[Path], tmp_path:
     page = index.read_text(encoding="utf-8")
     assert "<b>HOG</b>" not in page and "&lt;b&gt;HOG&lt;/b&gt;" in page
     assert "Run report &lt;test&gt;" in page
+    assert "This run: <strong>embedded &lt;long&gt; run</strong>" in page
     assert "How this run was made" in page and "0123abc" in page and "Trained 400 steps" in page
     assert "Training loss" in page
     # self-contained: no script, no remote resource
