@@ -76,8 +76,11 @@ GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # MATLAB rgb2gray
 
 def crops() -> np.ndarray:
     """``(3, HEIGHT, WIDTH, 3)`` uint8: the fixed crops of :data:`CROPS`."""
-    out = [getattr(skimage.data, n)()[t : t + HEIGHT, l : l + WIDTH, :3] for n, t, l in CROPS]
-    return np.ascontiguousarray(np.stack(out))
+    out = [
+        getattr(skimage.data, name)()[top : top + HEIGHT, left : left + WIDTH, :3]
+        for name, top, left in CROPS
+    ]
+    return np.ascontiguousarray(np.stack(out))  # (3, HEIGHT, WIDTH, 3)
 
 
 def grey(images: np.ndarray) -> np.ndarray:
