@@ -16,6 +16,7 @@ from pipeline.extract import ExtractParams, extract_stores
 from pipeline.provenance import open_feature_store
 from pipeline.runner import RunnerParams
 from pipeline.store import open_store
+from tests.test_weights import reference_caffenet
 
 RUN = ExtractParams(chunk_size=8, device="cpu", runner=RunnerParams(workers=2, batch_size=16))
 CAFFENET_SHAPES = {
@@ -37,15 +38,27 @@ def test_every_layer_shape(photo_batch: np.ndarray) -> None:
     assert features.extract("conv1", photo_batch[:1], arch="torchvision").shape == (1, 64, 27, 27)
 
 
-def test_activations_equal_an_independent_forward(photo_batch: np.ndarray) -> None:
-    net = alexnet.build("caffenet", weights="random:3")
-    x = alexnet.preprocess(photo_batch, "caffenet")
+def test_activations_equal_a_forward_written_by_hand(photo_batch: np.ndarray) -> None:
+    """Every layer against CaffeNet written with ``torch.nn.functional`` (test_weights.py).
+
+    The weights are those of ``random:3`` (read from the built network); the forward, the
+    crop, the BGR order and the mean are the reference's own, from the CaffeNet definition.
+    """
+    state = alexnet.build("caffenet", weights="random:3").state_dict()
+    weights = {
+        name: [state[f"{group}.{name}.weight"].numpy(), state[f"{group}.{name}.bias"].numpy()]
+        for group, names in (("features", alexnet.LAYERS[:5]), ("classifier", alexnet.LAYERS[5:]))
+        for name in names
+    }
     with torch.no_grad():
-        conv = net.features(x)  # every conv group; conv5 ends with pool5
-        fc = net.classifier(torch.flatten(conv, 1))
-    got = activations(photo_batch, AlexNetParams(weights="random:3"), ["conv5", "fc8"])
-    np.testing.assert_allclose(got["conv5"], conv.numpy(), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(got["fc8"], fc.numpy(), rtol=1e-5, atol=1e-3)
+        reference = reference_caffenet(photo_batch, weights)
+    got = activations(photo_batch, AlexNetParams(weights="random:3"), alexnet.LAYERS)
+    for layer in alexnet.LAYERS:
+        ref = reference[layer].numpy()
+        assert got[layer].shape == (len(photo_batch), *CAFFENET_SHAPES[layer]), layer
+        assert np.abs(ref).max() > 0, layer  # a live network, not zeros everywhere
+        atol = 1e-4 * float(np.abs(ref).max())  # test_weights.assert_activations_match's
+        np.testing.assert_allclose(got[layer], ref, rtol=1e-4, atol=atol, err_msg=layer)
 
 
 def test_several_layers_one_pass_into_float16_stores(
