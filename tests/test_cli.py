@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import yaml
 import zarr
 from click.testing import CliRunner
 
+from pipeline import features
 from pipeline.config import parse
 from pipeline.extract import parse_extract_section
 from pipeline.images import PrepareParams, prepare
@@ -91,24 +95,92 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
     assert "invert prepare --source sample --out" in r.output  # the command that makes it
 
 
-def test_every_section_of_the_repository_params_parses() -> None:
-    """Every section of params.yaml through the parsers the stages use."""
+def as_plain(value: object) -> object:
+    """``value`` with tuples as lists (YAML has no tuples), recursively."""
+    if isinstance(value, (tuple, list)):
+        return [as_plain(v) for v in value]
+    return value
+
+
+def assert_parsed_as_written(parsed: object, written: Mapping[str, Any], where: str) -> None:
+    """Every key ``written`` gives has that value in ``parsed``; nested sections likewise."""
+    assert dataclasses.is_dataclass(parsed), where
+    for key, value in written.items():
+        got = getattr(parsed, key)
+        if isinstance(value, Mapping):
+            assert_parsed_as_written(got, value, f"{where}.{key}")
+        else:
+            assert as_plain(got) == as_plain(value), f"{where}.{key}: {got!r} != {value!r}"
+            assert isinstance(got, bool) == isinstance(value, bool), f"{where}.{key}: {got!r}"
+
+
+def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections applied on top of each other; a ``loader`` subsection merges key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "loader":
+                out[key] = {**out.get(key, {}), **value}
+            else:
+                out[key] = value
+    return out
+
+
+def test_every_section_of_the_repository_params_parses_as_written() -> None:
+    """Every section of params.yaml through the parser its stage calls, values as written."""
     from pipeline.baseline import BaselineParams
-    from pipeline.config import SECTIONS, load_section
+    from pipeline.config import SECTIONS
+    from pipeline.decoders import TARGETS
     from pipeline.evaluation import EvalParams
     from pipeline.paper import FigureParams
+    from pipeline.report import ReportParams
     from pipeline.training import parse_train_section
+    from stages.common import read_section
 
-    path = ROOT / "params.yaml"
-    assert set(yaml.safe_load(path.read_text())) == set(SECTIONS)
-    parse(PrepareParams, load_section(path, "prepare"), section="prepare")
-    for name in ("hog", "sift", "lbp", "conv5"):
-        parse_extract_section(load_section(path, "extract"), name)
-    for target in ("hog", "sift", "lbp", "conv1", "fc8"):
-        assert parse_train_section(load_section(path, "train"), target).steps >= 1
-    parse(EvalParams, load_section(path, "evaluate"), section="evaluate")
-    parse(BaselineParams, load_section(path, "baseline"), section="baseline")
-    parse(FigureParams, load_section(path, "figures"), section="figures")
+    path = str(ROOT / "params.yaml")
+    written = yaml.safe_load(Path(path).read_text())
+    assert list(written) == list(SECTIONS)
+    done: set[str] = set()
+
+    def section(name: str) -> dict[str, Any]:
+        done.add(name)
+        return read_section(path, name)  # what every stage reads
+
+    # prepare, evaluate, baseline, figures, report: one dataclass each (stages/*.py)
+    for name, cls in (
+        ("prepare", PrepareParams),
+        ("evaluate", EvalParams),
+        ("baseline", BaselineParams),
+        ("figures", FigureParams),
+        ("report", ReportParams),
+    ):
+        assert_parsed_as_written(parse(cls, section(name), section=name), written[name], name)
+
+    # extract: the runner keys, and every registered feature's subsection
+    extract = section("extract")
+    subsections = {features.get(n).section for n in features.names()}
+    assert {k for k, v in extract.items() if isinstance(v, dict) and k != "runner"} == subsections
+    runner_keys = {k: v for k, v in extract.items() if k not in subsections}
+    for name in features.names():
+        run, params = parse_extract_section(extract, name)
+        assert_parsed_as_written(run, runner_keys, "extract")
+        own = features.get(name).section
+        assert_parsed_as_written(params, extract[own], f"extract.{own}")
+        assert params == features.parse_params(name, extract[own])  # train, baseline, score
+
+    # train: common keys, train.autoencoder in autoencoder mode, then train.TARGET
+    train = section("train")
+    common = {k: v for k, v in train.items() if k not in TARGETS and k != "autoencoder"}
+    assert any(target in train for target in TARGETS) and "autoencoder" in train
+    for target in TARGETS:
+        own = train.get(target, {})
+        fixed = parse_train_section(train, target)
+        assert_parsed_as_written(fixed, merged(common, own), f"train.{target}")
+        ae_section = {**train, "mode": "autoencoder"}  # what `invert train --mode autoencoder` does
+        ae = parse_train_section(ae_section, target)
+        expected = merged(common, {"mode": "autoencoder"}, train["autoencoder"], own)
+        assert_parsed_as_written(ae, expected, f"train.{target} (autoencoder)")
+    assert done == set(SECTIONS)
 
 
 def test_sigkill_during_prepare_then_rerun_equals_clean_run(tmp_path: Path) -> None:
