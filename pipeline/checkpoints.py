@@ -28,8 +28,11 @@ __all__ = [
     "checkpoint_files",
     "load_checkpoint",
     "load_decoder",
+    "model_weights",
     "read_model_file",
+    "resume_checkpoint",
     "save_atomic",
+    "save_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,116 @@ def load_checkpoint(folder: Path, identity: str) -> dict[str, Any] | None:
             "folder to train from scratch"
         )
     return None
+
+
+def model_weights(
+    model: nn.Module, config: Mapping[str, Any], encoder: nn.Module | None = None
+) -> dict[str, Any]:
+    """What ``model.pt`` holds (read back by :func:`read_model_file`), and every checkpoint.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The decoder (not its DDP wrapper).
+    config : mapping
+        The effective training config and provenance, stored as JSON text.
+    encoder : nn.Module, optional
+        The trained encoder of an autoencoder.
+
+    Returns
+    -------
+    dict
+        ``encoder`` (autoencoders only), ``model`` (state dicts) and ``config``, in that order:
+        the order is part of the file's bytes.
+    """
+    extra = {} if encoder is None else {"encoder": encoder.state_dict()}
+    return {**extra, "model": model.state_dict(), "config": json.dumps(config)}
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    weights: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    curve: list[list[float]],
+    identity: str,
+) -> Path:
+    """Write ``folder/step-<step>.pt`` atomically and keep only the newest two checkpoints.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's checkpoint folder (``CHECKPOINTS/T-<identity>``).
+    step : int
+        Optimiser steps taken.
+    weights : mapping
+        :func:`model_weights` of the run.
+    optimizer, scheduler
+        Their state dicts are stored.
+    curve : list of [step, loss]
+        The loss curve so far.
+    identity : str
+        The run identity, checked by :func:`load_checkpoint`.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "curve": curve,
+        "identity": identity,
+    }
+    path = folder / f"step-{step}.pt"
+    save_atomic({**weights, **state}, path)
+    for old in checkpoint_files(folder)[:-2]:  # keep the last two: one may be cut short
+        old.unlink()
+    return path
+
+
+def resume_checkpoint(
+    folder: Path,
+    identity: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    encoder: nn.Module | None = None,
+) -> tuple[int, list[list[float]]] | None:
+    """Load the newest readable checkpoint of run ``identity`` into the training state.
+
+    Parameters
+    ----------
+    folder : Path
+        The run's checkpoint folder.
+    identity : str
+        The run identity (a checkpoint of another run is refused).
+    model, optimizer, scheduler : the decoder (not its DDP wrapper), its Adam and its schedule
+    encoder : nn.Module, optional
+        The trainable encoder of an autoencoder; loaded when the checkpoint holds one.
+
+    Returns
+    -------
+    (step, curve) or None
+        The steps taken and the loss curve so far; ``None`` for a fresh run (nothing loaded).
+
+    Raises
+    ------
+    CheckpointError
+        See :func:`load_checkpoint`.
+    """
+    ckpt = load_checkpoint(folder, identity)
+    if ckpt is None:
+        return None
+    model.load_state_dict(ckpt["model"])
+    if encoder is not None and "encoder" in ckpt:
+        encoder.load_state_dict(ckpt["encoder"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return int(ckpt["step"]), [list(p) for p in ckpt["curve"]]
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -6,9 +6,10 @@ stream from the stores (:mod:`pipeline.loader`) or, with ``online: true``, the f
 computed from the images on the training device by the target's extractor
 (:attr:`pipeline.features.base.Extractor.on_device`).
 
-The pieces, as in the torchvision reference scripts: :func:`train_step` (one optimiser
-step), :func:`evaluate_loss` (the test loss), and :func:`train`, which wires the inputs,
-the model, the optimiser, checkpoints (:mod:`pipeline.checkpoints`) and the outputs.
+Free functions, as in the torchvision reference scripts: :func:`train_step` (one optimiser
+step), ``_run_steps`` (the steps between two checkpoints), ``_fit`` (resume, then steps and
+checkpoints, :mod:`pipeline.checkpoints`), :func:`evaluate_loss` (the test loss), setup
+helpers (inputs, decoder, optimiser, torchrun) and :func:`train`, which wires them.
 
 Checkpoints are written every ``checkpoint_every`` steps into a folder named by the hash of
 everything that determines the weights (target, decoder and its version, optimiser settings,
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import decoders, features, trivial
-from pipeline.checkpoints import checkpoint_files, load_checkpoint, save_atomic
+from pipeline.checkpoints import model_weights, resume_checkpoint, save_atomic, save_checkpoint
 from pipeline.config import as_dict, parse
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
@@ -406,8 +407,292 @@ def _process_group() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """Where the decoder's inputs come from: a feature store, or the extractor on the device.
+
+    ``images`` (at ``images_path``) holds the targets and the extractor's inputs. ``encoder``
+    is the target's extractor on the device (``online: true`` and autoencoders) and
+    ``encoder_net`` its network (AlexNet layers; trainable in autoencoder mode); otherwise
+    ``store`` is the feature store at ``features_path`` (both None with an ``encoder``).
+    """
+
+    images: Store
+    images_path: str | Path
+    encoder: Encoder | None
+    encoder_net: nn.Module | None
+    store: Store | None
+    features_path: str | Path | None
+    in_channels: int
+
+
+def _open_inputs(
+    target: str,
+    params: TrainParams,
+    feature_params: Any,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    device: torch.device,
+) -> _Inputs:
+    """The image store and the target's feature store, or its extractor on ``device``."""
+    images = open_store(images_path, kind="images")
+    if params.online or params.mode == "autoencoder":
+        encoder, net = _online_encoder(target, params, feature_params, device)
+        shape = features.get(target).output_shape(feature_params, 256, 256)  # (C, ...)
+        return _Inputs(images, images_path, encoder, net, None, None, int(shape[0]))
+    store = _open_features(target, features_path, feature_params, images)
+    channels = int(store.array("features").shape[1])  # features: (N, C, ...)
+    return _Inputs(images, images_path, None, None, store, features_path, channels)
+
+
+def _run_config(
+    target: str, params: TrainParams, feature_params: Any, inputs: _Inputs
+) -> dict[str, Any]:
+    """``config.json``: what made the decoder (also inside ``model.pt`` and every checkpoint)."""
+    extractor = features.get(target)
+    described = extractor.describe(feature_params)
+    store = inputs.store
+    return {
+        "target": target,
+        "decoder_version": decoders.version(target),
+        "params": as_dict(params),
+        "feature_params": identity_params(feature_params),
+        "extractor_version": extractor.version,
+        "encoder_weights": described.get("weights") if inputs.encoder_net is not None else None,
+        "random_weights": bool(
+            described.get("random_weights") if store is None else store.attrs.get("random_weights")
+        ),
+        "in_channels": inputs.in_channels,
+        "images_fingerprint": inputs.images.fingerprint,
+        "features_fingerprint": None if store is None else store.fingerprint,
+    }
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The fixed facts of one training run, passed to its pieces (torchvision's ``args``).
+
+    ``rank`` and ``world`` are this process's rank and the number of processes (1 without
+    torchrun); ``identity`` hashes everything that determines the weights and names the
+    checkpoint ``folder``; ``config`` is :func:`_run_config`.
+    """
+
+    target: str
+    params: TrainParams
+    device: torch.device
+    rank: int
+    world: int
+    config: dict[str, Any]
+    identity: str
+    folder: Path
+
+
+def _build_decoder(
+    target: str, params: TrainParams, inputs: _Inputs, device: torch.device
+) -> nn.Module:
+    """The decoder of ``target``, initialised from ``params.seed``, on ``device``.
+
+    With ``params.input_statistics`` (fixed mode) its :class:`decoders.InputNorm` is set from
+    that many training samples, read from the feature store or computed on the device.
+    """
+    torch.manual_seed(params.seed)
+    model = decoders.build(target, width=params.width, in_channels=inputs.in_channels).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if not params.input_statistics or params.mode != "fixed":
+        return model
+    norm = model.get_submodule("input_norm")
+    assert isinstance(norm, decoders.InputNorm)
+    path = inputs.images_path if inputs.features_path is None else inputs.features_path
+    read = _sample_features(inputs, device)
+    stats = _feature_batches(read, path, params.input_statistics, params.seed)
+    mean, std = input_statistics(stats, inputs.in_channels)
+    norm.set(mean.to(device), std.to(device))
+    return model
+
+
+def _sample_features(inputs: _Inputs, device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+    """A reader of given samples' features: stored, or computed from the images on ``device``."""
+    if inputs.store is not None:
+        stored = inputs.store.array("features")
+
+        def read(sel: np.ndarray) -> torch.Tensor:  # (B, C, ...)
+            return torch.from_numpy(np.stack([stored[int(k) : int(k) + 1][0] for k in sel]))
+
+        return read
+    pixels, encoder = inputs.images.array("images"), inputs.encoder
+    assert encoder is not None
+
+    def encode(sel: np.ndarray) -> torch.Tensor:  # (B, C, ...)
+        x = np.stack([pixels[int(k) : int(k) + 1][0] for k in sel])  # (B, H, W, 3)
+        with torch.no_grad():
+            return encoder(torch.from_numpy(x).permute(0, 3, 1, 2).to(device))  # (B, 3, H, W) in
+
+    return encode
+
+
+def _build_optimiser(
+    model: nn.Module, encoder_net: nn.Module | None, params: TrainParams
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
+    """Adam over the decoder (and the encoder in autoencoder mode) and its step decay."""
+    trainable = list(model.parameters())
+    if params.mode == "autoencoder" and encoder_net is not None:
+        trainable += list(encoder_net.parameters())
+    opt = torch.optim.Adam(trainable, lr=params.lr, betas=params.betas)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, params.lr_decay_every, params.lr_decay)
+
+
+def _parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel under torchrun, else ``model`` itself."""
+    if not _process_group():
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 def _batches(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     yield from loader
+
+
+class _Meter:
+    """The loss curve, the losses since its last point, the progress bar (cf. ``MetricLogger``).
+
+    ``curve`` gets a point ``[step, mean loss]`` every ``log_every`` steps and at the last
+    step; the bar shows the latest loss and the samples per second of this process.
+    """
+
+    def __init__(
+        self, target: str, params: TrainParams, step: int, curve: list[list[float]], show: bool
+    ) -> None:
+        self.params, self.curve = params, curve
+        self.running: list[float] = []
+        self.bar = progress_bar(
+            total=params.steps,
+            initial=step,
+            desc=f"train {target}",
+            unit="step",
+            disable=not show,
+            dynamic_ncols=True,
+        )
+        self.t0, self.n0 = time.perf_counter(), step
+
+    def update(self, step: int, loss: float) -> None:
+        """Record the loss of the step that brought the run to ``step`` steps."""
+        self.running.append(loss)
+        if step % self.params.log_every == 0 or step == self.params.steps:
+            self.curve.append([step, float(np.mean(self.running))])
+            self.running = []
+        rate = (step - self.n0) * self.params.batch_size / max(time.perf_counter() - self.t0, 1e-9)
+        latest = self.running[-1] if self.running else self.curve[-1][1]
+        self.bar.set_postfix(loss=f"{latest:.4f}", samples_s=f"{rate:.0f}")
+        self.bar.update(1)
+
+    def log_speed(self, target: str, step: int, device: torch.device) -> None:
+        """Log this process's steps and speed: a run-time fact, never stored in an output."""
+        elapsed, done = time.perf_counter() - self.t0, step - self.n0
+        if done > 0:
+            rate = done * self.params.batch_size / elapsed
+            text = "train %s: %d steps in %.1f s (%.1f samples/s on %s)"
+            log.info(text, target, done, elapsed, rate, device)
+
+
+def _run_steps(
+    run: _Run,
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: range,
+    encoder: Encoder | None,
+    meter: _Meter,
+) -> None:
+    """Take the optimiser steps ``steps`` (counted from 0): the loop between two checkpoints.
+
+    Parameters
+    ----------
+    run : _Run
+    net : nn.Module
+        The decoder (or its DDP wrapper).
+    opt, sched : Adam and its learning-rate schedule (stepped once per step)
+    batches : iterator of ((B, ...) Tensor, (B, 3, 256, 256) Tensor of uint8)
+        Features (unused when ``encoder`` is given) and images, from the run's first step on.
+    steps : range
+    encoder : callable or None
+        The target's extractor on the device: frozen in fixed mode, trained in autoencoder mode.
+    meter : _Meter
+        Records every step's loss.
+    """
+    trained = encoder if run.params.mode == "autoencoder" else None
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if run.device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    for step in steps:
+        feats, x = next(batches)
+        x = x.to(run.device, non_blocking=True)
+        with torch.no_grad():
+            y = target_images(x, run.target)  # (B, 3, S, S)
+            if encoder is not None and trained is None:
+                feats = encoder(x)  # online features
+            elif encoder is None:
+                feats = feats.to(run.device, non_blocking=True).float()
+        try:
+            loss = train_step(net, opt, feats, y, encoder=trained, images=x, autocast=autocast)
+        except PipelineError as err:
+            raise PipelineError(f"train {run.target}, step {step}: {err}") from None
+        sched.step()
+        meter.update(step + 1, loss)
+
+
+def _fit(
+    run: _Run,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    inputs: _Inputs,
+    *,
+    progress: bool,
+) -> tuple[int, list[list[float]]]:
+    """Resume the run from its last checkpoint and train it to ``params.steps``.
+
+    A checkpoint is written every ``checkpoint_every`` steps and at the last step (by rank
+    0). Returns the steps taken and the loss curve, both counted from the run's start.
+    """
+    p, device = run.params, run.device
+    resumed = resume_checkpoint(run.folder, run.identity, model, opt, sched, inputs.encoder_net)
+    if resumed is not None:
+        log.info("resuming %s from step %d (%s)", run.target, resumed[0], run.folder)
+    step, curve = resumed or (0, [])
+    net = _parallel(model, device)
+    stream = StoreStream(
+        inputs.images_path,
+        inputs.features_path,
+        batch_size=p.batch_size,
+        params=p.loader,
+        seed=p.seed,
+        start_batch=step,
+        rank=run.rank,
+        world_size=run.world,
+    )
+    loader = make_loader(stream, pin_memory=device.type == "cuda")
+    meter = _Meter(run.target, p, step, curve, show=progress and run.rank == 0)
+    model.train()
+    batches = _batches(loader)
+    try:
+        while step < p.steps:
+            stop = min(p.steps, (step // p.checkpoint_every + 1) * p.checkpoint_every)
+            _run_steps(run, net, opt, sched, batches, range(step, stop), inputs.encoder, meter)
+            step = stop
+            if run.rank == 0:
+                weights = model_weights(model, run.config, inputs.encoder_net)
+                save_checkpoint(run.folder, step, weights, opt, sched, meter.curve, run.identity)
+    finally:
+        meter.bar.close()
+        del batches, loader
+    meter.log_speed(run.target, step, device)
+    return step, meter.curve
 
 
 def _write_outputs(
@@ -430,6 +715,24 @@ def _write_outputs(
         Path(plots_path).parent.mkdir(parents=True, exist_ok=True)
         lines = ["step,loss"] + [f"{s},{v:.6g}" for s, v in curve]
         Path(plots_path).write_text("\n".join(lines) + "\n")
+
+
+def _metrics(
+    run: _Run, model: nn.Module, inputs: _Inputs, step: int, curve: list[list[float]]
+) -> dict[str, Any]:
+    """The metrics JSON: steps, final train loss and test loss, parameters."""
+    if inputs.encoder_net is not None:
+        inputs.encoder_net.eval()
+    images, stored, encoder = inputs.images_path, inputs.features_path, inputs.encoder
+    test_loss = evaluate_loss(model, run.target, images, stored, run.params, run.device, encoder)
+    return {
+        "target": run.target,
+        "steps": step,
+        # pixel MSE to 4 significant digits: the float noise between machines is below that
+        "train_loss": float(f"{curve[-1][1]:.4g}") if curve else math.nan,
+        "test_loss": None if test_loss is None else float(f"{test_loss:.4g}"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def train(
@@ -475,202 +778,23 @@ def train(
     """
     if target not in decoders.TARGETS:
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
-    extractor = features.get(target)
     if feature_params is None or isinstance(feature_params, Mapping):
         feature_params = features.parse_params(target, dict(feature_params or {}))
     world, rank, device = _distributed(resolve_device(params.device))
-    images = open_store(images_path, kind="images")
-    online = params.online or params.mode == "autoencoder"
-    encoder: Encoder | None = None
-    encoder_net: nn.Module | None = None
-    feats_store = None
-    if online:
-        encoder, encoder_net = _online_encoder(target, params, feature_params, device)
-        in_channels = int(extractor.output_shape(feature_params, 256, 256)[0])
-    else:
-        feats_store = _open_features(target, features_path, feature_params, images)
-        in_channels = int(feats_store.array("features").shape[1])
-    described = extractor.describe(feature_params)
-    config = {
-        "target": target,
-        "decoder_version": decoders.version(target),
-        "params": as_dict(params),
-        "feature_params": identity_params(feature_params),
-        "extractor_version": extractor.version,
-        "encoder_weights": described.get("weights") if encoder_net is not None else None,
-        "random_weights": bool(
-            described.get("random_weights")
-            if online
-            else feats_store is not None and feats_store.attrs.get("random_weights")
-        ),
-        "in_channels": in_channels,
-        "images_fingerprint": images.fingerprint,
-        "features_fingerprint": None if feats_store is None else feats_store.fingerprint,
-    }
+    inputs = _open_inputs(target, params, feature_params, images_path, features_path, device)
+    config = _run_config(target, params, feature_params, inputs)
     identity = identity_of({**config, "params": params.identity_fields(), "world_size": world})
-    ckpt_dir = Path(checkpoints) / f"{target}-{identity[:16]}"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(checkpoints) / f"{target}-{identity[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    run = _Run(target, params, device, rank, world, config, identity, folder)
 
-    torch.manual_seed(params.seed)
-    model = decoders.build(target, width=params.width, in_channels=in_channels).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if params.input_statistics and params.mode == "fixed":
-        norm = model.get_submodule("input_norm")
-        assert isinstance(norm, decoders.InputNorm)
-        if feats_store is not None:
-            stored = feats_store.array("features")
-
-            def read(sel: np.ndarray) -> torch.Tensor:
-                return torch.from_numpy(np.stack([stored[int(k) : int(k) + 1][0] for k in sel]))
-
-            assert features_path is not None
-            stats = _feature_batches(read, features_path, params.input_statistics, params.seed)
-        else:
-            pixels = images.array("images")
-
-            def read(sel: np.ndarray) -> torch.Tensor:
-                x = np.stack([pixels[int(k) : int(k) + 1][0] for k in sel])  # (B, H, W, 3)
-                with torch.no_grad():
-                    assert encoder is not None
-                    return encoder(torch.from_numpy(x).permute(0, 3, 1, 2).to(device))
-
-            stats = _feature_batches(read, images_path, params.input_statistics, params.seed)
-        mean, std = input_statistics(stats, in_channels)
-        norm.set(mean.to(device), std.to(device))
-    trainable = list(model.parameters())
-    if params.mode == "autoencoder" and encoder_net is not None:
-        trainable += list(encoder_net.parameters())
-    opt = torch.optim.Adam(trainable, lr=params.lr, betas=params.betas)
-    sched = torch.optim.lr_scheduler.StepLR(opt, params.lr_decay_every, params.lr_decay)
-    step, curve = 0, []
-    ckpt = load_checkpoint(ckpt_dir, identity)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if encoder_net is not None and "encoder" in ckpt:
-            encoder_net.load_state_dict(ckpt["encoder"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        step, curve = int(ckpt["step"]), [list(p) for p in ckpt["curve"]]
-        log.info("resuming %s from step %d (%s)", target, step, ckpt_dir)
-
-    net: nn.Module = model
-    if _process_group():
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    def weights() -> dict[str, Any]:
-        extra = {} if encoder_net is None else {"encoder": encoder_net.state_dict()}
-        return {**extra, "model": model.state_dict(), "config": json.dumps(config)}
-
-    def save(at: int) -> None:
-        if rank != 0:
-            return
-        state = {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "step": at,
-            "curve": curve,
-            "identity": identity,
-        }
-        save_atomic({**weights(), **state}, ckpt_dir / f"step-{at}.pt")
-        for old in checkpoint_files(ckpt_dir)[:-2]:  # keep the last two: one may be cut short
-            old.unlink()
-
-    stream = StoreStream(
-        images_path,
-        None if online else features_path,
-        batch_size=params.batch_size,
-        params=params.loader,
-        seed=params.seed,
-        start_batch=step,
-        rank=rank,
-        world_size=world,
-    )
-    loader = make_loader(stream, pin_memory=device.type == "cuda")
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    bar = progress_bar(
-        total=params.steps,
-        initial=step,
-        desc=f"train {target}",
-        unit="step",
-        disable=not progress or rank != 0,
-        dynamic_ncols=True,
-    )
-    t0, n0 = time.perf_counter(), step
-    running: list[float] = []
-    model.train()
-    batches = _batches(loader)
-    try:
-        while step < params.steps:
-            feats, x = next(batches)
-            x = x.to(device, non_blocking=True)
-            with torch.no_grad():
-                y = target_images(x, target)  # (B, 3, S, S)
-                if online and params.mode == "fixed":
-                    assert encoder is not None
-                    feats = encoder(x)
-                elif not online:
-                    feats = feats.to(device, non_blocking=True).float()
-            try:
-                loss = train_step(
-                    net,
-                    opt,
-                    feats,
-                    y,
-                    encoder=encoder if params.mode == "autoencoder" else None,
-                    images=x,
-                    autocast=autocast,
-                )
-            except PipelineError as err:
-                raise PipelineError(f"train {target}, step {step}: {err}") from None
-            sched.step()
-            step += 1
-            running.append(loss)
-            if step % params.log_every == 0 or step == params.steps:
-                curve.append([step, float(np.mean(running))])
-                running = []
-            rate = (step - n0) * params.batch_size / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(
-                loss=f"{running[-1] if running else curve[-1][1]:.4f}", samples_s=f"{rate:.0f}"
-            )
-            bar.update(1)
-            if step % params.checkpoint_every == 0 or step == params.steps:
-                save(step)
-    finally:
-        bar.close()
-        del batches, loader
-    elapsed = time.perf_counter() - t0
-    if step > n0:  # a run-time fact: logged, never stored in an output
-        log.info(
-            "train %s: %d steps in %.1f s (%.1f samples/s on %s)",
-            target,
-            step - n0,
-            elapsed,
-            (step - n0) * params.batch_size / elapsed,
-            device,
-        )
-
+    model = _build_decoder(target, params, inputs, device)
+    opt, sched = _build_optimiser(model, inputs.encoder_net, params)
+    step, curve = _fit(run, model, opt, sched, inputs, progress=progress)
     if rank != 0:
         return TrainResult(Path(out) / "model.pt", {"rank": rank})
-    if encoder_net is not None:
-        encoder_net.eval()
-    test_loss = evaluate_loss(
-        model, target, images_path, None if online else features_path, params, device, encoder
-    )
-    metrics = {
-        "target": target,
-        "steps": step,
-        # pixel MSE to 4 significant digits: the float noise between machines is below that
-        "train_loss": float(f"{curve[-1][1]:.4g}") if curve else math.nan,
-        "test_loss": None if test_loss is None else float(f"{test_loss:.4g}"),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    metrics = _metrics(run, model, inputs, step, curve)
     out = Path(out)
-    _write_outputs(out, weights(), config, metrics, curve, metrics_path, plots_path)
+    weights = model_weights(model, config, inputs.encoder_net)
+    _write_outputs(out, weights, config, metrics, curve, metrics_path, plots_path)
     return TrainResult(out / "model.pt", metrics)
