@@ -9,6 +9,9 @@ from pipeline.errors import ConfigError
 from pipeline.extract import extract_stores, parse_extract_section
 from stages.common import (
     apply_runner_flags,
+    device_option,
+    images_option,
+    out_option,
     params_option,
     read_section,
     reports_errors,
@@ -18,23 +21,14 @@ from stages.common import (
 
 @click.command()
 @click.argument("feature", nargs=-1, required=True)
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store made by `invert prepare`.",
-)
-@click.option(
-    "--out",
-    required=True,
-    help="Feature store to write (Zarr v3 folder); with several features a template "
+@images_option("Image store made by `invert prepare`.")
+@out_option(
+    "Feature store to write (Zarr v3 folder); with several features a template "
     "containing {name}, e.g. cache/features/{name}.zarr.",
+    kind="template",
 )
 @params_option
-@click.option(
-    "--device", default=None, help="auto | cpu | cuda (networks; overrides extract.device)."
-)
+@device_option("networks; overrides extract.device")
 @runner_options
 @reports_errors
 def extract(
