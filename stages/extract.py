@@ -62,20 +62,27 @@ def extract(
         else:
             features.get(f)  # unknown names fail before any work
             names.append(f)
-    if len(names) > 1 and "{name}" not in out:
-        raise click.UsageError(
-            "several features need --out with {name}, e.g. cache/features/{name}.zarr"
-        )
-    if device is not None:
-        section["device"] = device
-    address = apply_runner_flags(section, "extract", workers, scheduler)
-    if not names:
+    if not names:  # before names[0] below
         raise ConfigError(
             "no layers to extract: extract.alexnet.layers is empty; list at least one of "
             f"{', '.join(features.FAMILIES['alexnet'])}"
         )
+    if len(names) > 1 and "{name}" not in out:
+        raise click.UsageError(
+            "several features need --out with {name}, e.g. cache/features/{name}.zarr"
+        )
+    try:
+        outs = {name: out.format(name=name) for name in names}
+    except (KeyError, IndexError, ValueError) as err:  # another {field}, or a lone brace
+        raise click.BadParameter(
+            f"{out!r} is not a path template ({type(err).__name__}: {err}); the only field it "
+            "may hold is {name}, and a literal brace is written {{ or }}",
+            param_hint="--out",
+        ) from err
+    if device is not None:
+        section["device"] = device
+    address = apply_runner_flags(section, "extract", workers, scheduler)
     run, params = parse_extract_section(section, names[0])
-    outs = {name: out.format(name=name) for name in names}
     paths = extract_stores(
         names,
         images_path,
