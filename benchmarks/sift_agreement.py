@@ -5,7 +5,7 @@ Run ``python benchmarks/sift_agreement.py`` (needs cyvlfeat). On photographs fro
 
 * recall: the fraction of VLFeat's keypoints that the ``opencv`` backend finds, a keypoint
   being found where ours lies within 1.5 px at a scale within 20 %
-  (:func:`pipeline.features.sift.keypoint_agreement`);
+  (:func:`pipeline.features.sift_agreement.keypoint_agreement`);
 * the median cosine similarity of the descriptors of matched keypoints (match = the
   nearest keypoint meeting the criteria);
 
@@ -26,7 +26,8 @@ import skimage.data
 from skimage.transform import resize
 
 from pipeline.features.base import to_grey
-from pipeline.features.sift import SiftParams, keypoint_agreement, keypoints, sift
+from pipeline.features.sift import SiftParams, keypoints, sift
+from pipeline.features.sift_agreement import keypoint_agreement
 
 #: Photographs shipped with scikit-image (no download needed).
 IMAGES = (

@@ -8,6 +8,8 @@ and a non-zero exit; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
+    "BadImageError",
+    "CaffemodelFormatError",
     "CheckpointError",
     "ConfigError",
     "CorruptStoreError",
@@ -42,6 +44,14 @@ class ImageSourceError(PipelineError):
     """An image source that is missing, empty, or holds an image ``--strict`` refuses."""
 
 
+class BadImageError(ImageSourceError):
+    """A file that cannot be used as an image; the message is the reason recorded.
+
+    :func:`pipeline.images.prepare` records it in the store's ``skipped`` attrs (or, with
+    ``--strict``, stops with an :class:`ImageSourceError` naming the file).
+    """
+
+
 class StoreError(PipelineError):
     """A store that is missing, incomplete or not of the expected kind."""
 
@@ -64,6 +74,14 @@ class ExtractionError(PipelineError):
 
 class WeightsError(PipelineError):
     """A weight file of the wrong architecture, with missing or misshaped tensors."""
+
+
+class CaffemodelFormatError(WeightsError):
+    """Malformed protobuf bytes in a ``.caffemodel``.
+
+    :func:`pipeline.alexnet.weights.read_caffemodel` re-raises it as a :class:`WeightsError`
+    naming the file and what to pass instead.
+    """
 
 
 class CheckpointError(PipelineError):

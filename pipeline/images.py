@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import as_dict
-from pipeline.errors import ConfigError, ImageSourceError
+from pipeline.errors import BadImageError, ConfigError, ImageSourceError
 from pipeline.runner import RunnerParams, run_shards
 from pipeline.store import (
     ArraySpec,
@@ -54,7 +54,6 @@ from pipeline.store import (
 __all__ = [
     "SAMPLE_PHOTOS",
     "SPLITS",
-    "BadImage",
     "ImageRecord",
     "PrepareParams",
     "list_records",
@@ -216,10 +215,6 @@ class ImageRecord:
     flip: bool = False
 
 
-class BadImage(Exception):
-    """A file that cannot be used as an image; the message is the reason recorded."""
-
-
 # -- decoding -----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=len(SAMPLE_PHOTOS))
 def _sample_photo(name: str) -> np.ndarray:
@@ -260,7 +255,7 @@ def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str 
 
     Raises
     ------
-    BadImage
+    BadImageError
         Zero-byte, truncated, undecodable or too small files, with the reason.
     """
     path = str(path)
@@ -270,9 +265,9 @@ def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str 
 
     p = Path(path)
     if not p.is_file():
-        raise BadImage("not a file")
+        raise BadImageError("not a file")
     if p.stat().st_size == 0:
-        raise BadImage("empty file (0 bytes)")
+        raise BadImageError("empty file (0 bytes)")
     conversion: str | None = None
     try:
         with warnings.catch_warnings():
@@ -282,9 +277,9 @@ def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str 
                 im = ImageOps.exif_transpose(opened) or opened
                 im.load()
     except UnidentifiedImageError:
-        raise BadImage("not an image file (unknown format)") from None
+        raise BadImageError("not an image file (unknown format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
-        raise BadImage(f"cannot decode: {err}") from None
+        raise BadImageError(f"cannot decode: {err}") from None
     mode = im.mode
     if mode == "RGB":
         arr = np.asarray(im)
@@ -296,7 +291,7 @@ def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str 
     elif mode.startswith("I") or mode == "F":
         raw = np.asarray(im).astype(np.float64)
         if mode == "F":
-            raise BadImage("floating-point image: no sound conversion to 8 bits")
+            raise BadImageError("floating-point image: no sound conversion to 8 bits")
         top = 65535.0 if raw.max() > 255 else 255.0
         grey = np.clip(np.round(raw / top * 255.0), 0, 255).astype(np.uint8)
         arr = np.repeat(grey[..., None], 3, axis=2)
@@ -308,9 +303,11 @@ def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str 
         arr = np.asarray(im.convert("RGB"))
         conversion = f"{mode} -> RGB"
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise BadImage(f"unexpected decoded shape {arr.shape}")
+        raise BadImageError(f"unexpected decoded shape {arr.shape}")
     if min(arr.shape[:2]) < min_size:
-        raise BadImage(f"too small: {arr.shape[1]}x{arr.shape[0]} px, shorter side < {min_size}")
+        raise BadImageError(
+            f"too small: {arr.shape[1]}x{arr.shape[0]} px, shorter side < {min_size}"
+        )
     return np.ascontiguousarray(arr), conversion
 
 
@@ -600,7 +597,7 @@ def photo_crops(
     for name, path in paths:
         try:
             photo, _ = load_image(path, min_size=32)
-        except BadImage as err:
+        except BadImageError as err:
             skipped.append(f"{name}: {err}")
             continue
         h, w = photo.shape[:2]
@@ -674,7 +671,7 @@ def _prepare_shard(
             valid[k] = 1
             if conversion:
                 converted.append({"index": start + k, "id": record.id, "conversion": conversion})
-        except BadImage as err:
+        except BadImageError as err:
             if strict:
                 raise ImageSourceError(
                     f"{record.path}: {err} (--strict; drop --strict to skip and list such files)"

@@ -7,7 +7,15 @@ import click
 from pipeline import features
 from pipeline.baseline import BaselineParams, run_baseline
 from pipeline.config import parse
-from stages.common import as_mapping, params_option, read_section, reports_errors
+from stages.common import (
+    as_mapping,
+    images_option,
+    metrics_option,
+    out_option,
+    params_option,
+    read_section,
+    reports_errors,
+)
 
 
 @click.command()
@@ -15,26 +23,9 @@ from stages.common import as_mapping, params_option, read_section, reports_error
     "target",
     type=click.Choice(["hog", "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]),
 )
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store; the first test images are inverted.",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Reconstruction store to write (mv_TARGET.zarr).",
-)
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Metrics JSON (dvc metrics show).",
-)
+@images_option("Image store; the first test images are inverted.")
+@out_option("Reconstruction store to write (mv_TARGET.zarr).")
+@metrics_option()
 @params_option
 @reports_errors
 def baseline(

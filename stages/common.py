@@ -1,11 +1,16 @@
-"""What every stage command shares: the params file option, logging, error reporting."""
+"""What every stage command shares: its common options, logging, error reporting.
+
+An option that several commands take (``--images``, ``--out``, ``--metrics`` ...) is written
+once here, with the parameter name the command function receives; where its meaning differs
+between commands, the help text is an argument.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -22,6 +27,61 @@ params_option = click.option(
     show_default=True,
     help="Parameters file; the command reads only its own section (and, where it uses a "
     "feature or AlexNet, that part of `extract`). Run from the repository root or pass a path.",
+)
+
+
+def images_option(help: str) -> Callable[[F], F]:
+    """``--images`` (required): an image store folder, passed as ``images_path``."""
+    return click.option(
+        "--images", "images_path", required=True, type=click.Path(file_okay=False), help=help
+    )
+
+
+def features_option(help: str) -> Callable[[F], F]:
+    """``--features`` (optional): a feature store folder, passed as ``features_path``."""
+    return click.option(
+        "--features", "features_path", type=click.Path(file_okay=False), default=None, help=help
+    )
+
+
+def out_option(
+    help: str, *, kind: Literal["folder", "file", "template"] = "folder"
+) -> Callable[[F], F]:
+    """``--out`` (required): what the command writes, passed as ``out``.
+
+    ``kind`` is ``folder`` (a store or model folder), ``file`` (one file) or ``template`` (a
+    path that may contain ``{name}``, checked by the command).
+    """
+    path_type = {
+        "folder": click.Path(file_okay=False),
+        "file": click.Path(dir_okay=False),
+        "template": None,
+    }[kind]
+    return click.option("--out", required=True, type=path_type, help=help)
+
+
+def metrics_option(help: str = "Metrics JSON (dvc metrics show).") -> Callable[[F], F]:
+    """``--metrics`` (optional): the metrics JSON file to write, passed as ``metrics_path``."""
+    return click.option(
+        "--metrics", "metrics_path", type=click.Path(dir_okay=False), default=None, help=help
+    )
+
+
+def device_option(overrides: str) -> Callable[[F], F]:
+    """``--device`` (optional), passed as ``device``; ``overrides`` names the params it beats."""
+    return click.option("--device", default=None, help=f"auto | cpu | cuda | cuda:N ({overrides}).")
+
+
+def overwrite_option(help: str = "Replace an existing store made differently.") -> Callable[[F], F]:
+    """``--overwrite`` flag, passed as ``overwrite``."""
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+#: ``--no-wait`` flag of every command that writes a store, passed as ``no_wait``
+no_wait_option = click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail instead of waiting when another process is writing the same store.",
 )
 
 
@@ -70,11 +130,8 @@ def runner_options(func: F) -> F:
         click.option("--scheduler", default=None,
                      help="threads | processes | a dask.distributed scheduler address "
                           "(tcp://host:8786)."),
-        click.option("--overwrite", is_flag=True,
-                     help="Replace an existing store made differently."),
-        click.option("--no-wait", is_flag=True,
-                     help="Fail instead of waiting when another process is writing the same "
-                          "store."),
+        overwrite_option(),
+        no_wait_option,
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)

@@ -7,36 +7,24 @@ import click
 from pipeline.config import parse
 from pipeline.evaluation import EvalParams
 from pipeline.evaluation import evaluate as evaluate_model
-from stages.common import params_option, read_section, reports_errors
+from stages.common import (
+    features_option,
+    images_option,
+    metrics_option,
+    out_option,
+    params_option,
+    read_section,
+    reports_errors,
+)
 from stages.score import echo_score, load_photos
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store the decoder was trained with.",
-)
-@click.option(
-    "--features",
-    "features_path",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Feature store it was trained on (not for autoencoders / online features).",
-)
-@click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Reconstruction store to write."
-)
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Metrics JSON (dvc metrics show).",
-)
+@images_option("Image store the decoder was trained with.")
+@features_option("Feature store it was trained on (not for autoencoders / online features).")
+@out_option("Reconstruction store to write.")
+@metrics_option()
 @click.option(
     "--photos",
     default=None,

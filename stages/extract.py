@@ -9,6 +9,9 @@ from pipeline.errors import ConfigError
 from pipeline.extract import extract_stores, parse_extract_section
 from stages.common import (
     apply_runner_flags,
+    device_option,
+    images_option,
+    out_option,
     params_option,
     read_section,
     reports_errors,
@@ -18,23 +21,14 @@ from stages.common import (
 
 @click.command()
 @click.argument("feature", nargs=-1, required=True)
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store made by `invert prepare`.",
-)
-@click.option(
-    "--out",
-    required=True,
-    help="Feature store to write (Zarr v3 folder); with several features a template "
+@images_option("Image store made by `invert prepare`.")
+@out_option(
+    "Feature store to write (Zarr v3 folder); with several features a template "
     "containing {name}, e.g. cache/features/{name}.zarr.",
+    kind="template",
 )
 @params_option
-@click.option(
-    "--device", default=None, help="auto | cpu | cuda (networks; overrides extract.device)."
-)
+@device_option("networks; overrides extract.device")
 @runner_options
 @reports_errors
 def extract(
@@ -68,20 +62,27 @@ def extract(
         else:
             features.get(f)  # unknown names fail before any work
             names.append(f)
-    if len(names) > 1 and "{name}" not in out:
-        raise click.UsageError(
-            "several features need --out with {name}, e.g. cache/features/{name}.zarr"
-        )
-    if device is not None:
-        section["device"] = device
-    address = apply_runner_flags(section, "extract", workers, scheduler)
-    if not names:
+    if not names:  # before names[0] below
         raise ConfigError(
             "no layers to extract: extract.alexnet.layers is empty; list at least one of "
             f"{', '.join(features.FAMILIES['alexnet'])}"
         )
+    if len(names) > 1 and "{name}" not in out:
+        raise click.UsageError(
+            "several features need --out with {name}, e.g. cache/features/{name}.zarr"
+        )
+    try:
+        outs = {name: out.format(name=name) for name in names}
+    except (KeyError, IndexError, ValueError) as err:  # another {field}, or a lone brace
+        raise click.BadParameter(
+            f"{out!r} is not a path template ({type(err).__name__}: {err}); the only field it "
+            "may hold is {name}, and a literal brace is written {{ or }}",
+            param_hint="--out",
+        ) from err
+    if device is not None:
+        section["device"] = device
+    address = apply_runner_flags(section, "extract", workers, scheduler)
     run, params = parse_extract_section(section, names[0])
-    outs = {name: out.format(name=name) for name in names}
     paths = extract_stores(
         names,
         images_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.interchange import LAYOUTS, export_hdf5, import_hdf5
-from stages.common import reports_errors
+from stages.common import no_wait_option, out_option, overwrite_option, reports_errors
 
 
 @click.command("export")
@@ -18,7 +18,7 @@ from stages.common import reports_errors
     show_default=True,
     help="File format to write.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@out_option("File to write.", kind="file")
 @click.option(
     "--array",
     "arrays",
@@ -34,7 +34,7 @@ from stages.common import reports_errors
     help="gzip: every HDF5 reader (MATLAB included); lzf: faster, h5py only.",
 )
 @click.option("--chunk-samples", type=int, default=None, help="Samples per HDF5 chunk.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@overwrite_option("Replace an existing file.")
 @reports_errors
 def export(
     store: str,
@@ -66,12 +66,7 @@ def export(
 
 @click.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Store to write (Zarr v3 folder).",
-)
+@out_option("Store to write (Zarr v3 folder).")
 @click.option(
     "--kind",
     type=click.Choice(["images", "features"]),
@@ -106,12 +101,8 @@ def export(
 )
 @click.option("--chunk-size", type=int, default=16, show_default=True, help="Samples per chunk.")
 @click.option("--shard-size", type=int, default=256, show_default=True, help="Samples per shard.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store made differently.")
-@click.option(
-    "--no-wait",
-    is_flag=True,
-    help="Fail instead of waiting when another process is writing the same store.",
-)
+@overwrite_option()
+@no_wait_option
 @reports_errors
 def import_(
     file: str,

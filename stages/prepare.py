@@ -9,6 +9,7 @@ from pipeline.images import PrepareParams
 from pipeline.images import prepare as prepare_store
 from stages.common import (
     apply_runner_flags,
+    out_option,
     params_option,
     read_section,
     reports_errors,
@@ -25,12 +26,7 @@ from stages.common import (
     "it), imagenet:PATH (train/<wnid>/*, val/), or a .txt file or list:FILE (one path a "
     "line). Use the prefix where a plain path is ambiguous (a folder named sample).",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store to write (Zarr v3 folder).",
-)
+@out_option("Image store to write (Zarr v3 folder).")
 @params_option
 @click.option(
     "--limit",

@@ -11,7 +11,15 @@ from pipeline.config import parse
 from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalParams, Photos, score_photos
 from pipeline.images import PrepareParams, photo_crops
-from stages.common import as_mapping, params_option, read_section, reports_errors
+from stages.common import (
+    as_mapping,
+    features_option,
+    images_option,
+    metrics_option,
+    params_option,
+    read_section,
+    reports_errors,
+)
 
 
 @click.command()
@@ -22,28 +30,12 @@ from stages.common import as_mapping, params_option, read_section, reports_error
     help="A folder of photographs, a .txt list of files, sample:NAME,NAME (photographs "
     "shipped with the dependencies), or holdout: the params file's prepare.holdout_photos.",
 )
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store the decoder was trained with (the mean-image baseline).",
+@images_option("Image store the decoder was trained with (the mean-image baseline).")
+@features_option(
+    "Feature store it was trained on (the nearest-neighbour baseline; not for "
+    "autoencoders / online features)."
 )
-@click.option(
-    "--features",
-    "features_path",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Feature store it was trained on (the nearest-neighbour baseline; not for "
-    "autoencoders / online features).",
-)
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Metrics JSON to write.",
-)
+@metrics_option("Metrics JSON to write.")
 @params_option
 @reports_errors
 def score(

@@ -9,44 +9,31 @@ import click
 from pipeline import decoders, features
 from pipeline.training import parse_train_section
 from pipeline.training import train as train_decoder
-from stages.common import as_mapping, params_option, read_section, reports_errors
+from stages.common import (
+    as_mapping,
+    device_option,
+    features_option,
+    images_option,
+    metrics_option,
+    out_option,
+    params_option,
+    read_section,
+    reports_errors,
+)
 
 
 @click.command()
 @click.argument("target", type=click.Choice(decoders.TARGETS))
-@click.option(
-    "--images",
-    "images_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Image store (the reconstruction targets).",
-)
-@click.option(
-    "--features",
-    "features_path",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Feature store of TARGET (not needed with online: true).",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for model.pt and config.json.",
-)
+@images_option("Image store (the reconstruction targets).")
+@features_option("Feature store of TARGET (not needed with online: true).")
+@out_option("Folder for model.pt and config.json.")
 @click.option(
     "--checkpoints",
     required=True,
     type=click.Path(file_okay=False),
     help="Folder of resumable checkpoints (one subfolder per run identity).",
 )
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Metrics JSON (dvc metrics show).",
-)
+@metrics_option()
 @click.option(
     "--plots",
     "plots_path",
@@ -55,11 +42,7 @@ from stages.common import as_mapping, params_option, read_section, reports_error
     help="Loss-curve CSV (dvc plots show).",
 )
 @params_option
-@click.option(
-    "--device",
-    default=None,
-    help="auto | cpu | cuda | cuda:N (overrides train.device and train.TARGET.device).",
-)
+@device_option("overrides train.device and train.TARGET.device")
 @click.option(
     "--steps", type=int, default=None, help="Overrides train.steps and train.TARGET.steps."
 )

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pipeline.errors import ConfigError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.features.hog import HogParams
 from pipeline.provenance import open_feature_store
@@ -181,3 +183,42 @@ def test_bad_params_name_the_key_before_any_store_exists(
     assert isinstance(result.exception, SystemExit), result.exception  # no traceback
     assert "Error: ConfigError: " in result.output and message in result.output, result.output
     assert not (tmp_path / "new").exists()
+
+
+# -- an empty extract.alexnet.layers, a malformed --out template -----------------------------
+def test_empty_alexnet_layers_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    """``layers: []`` says which key to fill, before any image is read (was an IndexError)."""
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  alexnet: {layers: []}\n")
+    out = tmp_path / "new" / "{name}.zarr"
+    args = ["extract", "alexnet", "--images", str(tmp_path / "absent.zarr"), "--out", str(out)]
+    args += ["--params", str(params)]
+    with pytest.raises(
+        click.ClickException,
+        match=r"^ConfigError: no layers to extract: extract\.alexnet\.layers is empty; list at "
+        r"least one of conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8$",
+    ) as raised:
+        CliRunner().invoke(main, args, standalone_mode=False, catch_exceptions=False)
+    assert isinstance(raised.value.__cause__, ConfigError)
+    result = CliRunner().invoke(main, args)  # as a user sees it: one line, exit status 1
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Error: ConfigError: no layers to extract: extract.alexnet.layers" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "error"),
+    [("x/{nme}.zarr", "KeyError"), ("x/{0}.zarr", "IndexError"), ("x/{.zarr", "ValueError")],
+)
+def test_extract_out_template_with_another_field_is_a_usage_error(
+    tmp_path: Path, out: str, error: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("extract: {}\n")
+    args = ["extract", "hog", "--images", str(tmp_path / "absent.zarr")]
+    args += ["--out", str(tmp_path / out), "--params", str(params)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"is not a path template ({error}: " in result.output
+    assert "the only field it may hold is {name}" in result.output
+    assert not (tmp_path / "x").exists()

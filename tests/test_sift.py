@@ -18,11 +18,11 @@ from pipeline.features.sift import (
     SIFT_CHANNELS,
     SiftParams,
     grid_from_keypoints,
-    keypoint_agreement,
     keypoints,
     output_shape,
     sift,
 )
+from pipeline.features.sift_agreement import keypoint_agreement
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins")
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import WeightsError
+from pipeline.errors import CaffemodelFormatError, WeightsError
 
 __all__ = [
     "WEIGHT_SUFFIXES",
@@ -110,10 +110,6 @@ _LAYER_V1 = _LayerSchema(name=4, type=5, blobs=6, type_is_enum=True, nested_v0=1
 _LAYER_V0 = _LayerSchema(name=1, type=2, blobs=50, type_is_enum=False, nested_v0=None)
 
 
-class _WireError(ValueError):
-    """Malformed protobuf bytes; :func:`read_caffemodel` turns it into a WeightsError."""
-
-
 @dataclass(frozen=True)
 class CaffeLayer:
     """One layer of a ``.caffemodel``.
@@ -141,7 +137,7 @@ def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     shift = 0
     while True:
         if pos >= end:
-            raise _WireError(f"truncated varint at byte {pos}")
+            raise CaffemodelFormatError(f"truncated varint at byte {pos}")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -149,7 +145,7 @@ def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 63:
-            raise _WireError(f"varint longer than 10 bytes at byte {pos}")
+            raise CaffemodelFormatError(f"varint longer than 10 bytes at byte {pos}")
 
 
 def _as_int64(value: int) -> int:
@@ -169,7 +165,7 @@ def _next_field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     key, pos = _read_varint(data, pos, end)
     field, wire_type = key >> 3, key & 7
     if field == 0:
-        raise _WireError(f"field number 0 at byte {pos}")
+        raise CaffemodelFormatError(f"field number 0 at byte {pos}")
     if wire_type == _VARINT:
         value, pos = _read_varint(data, pos, end)
         return field, wire_type, value, pos
@@ -181,9 +177,11 @@ def _next_field(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
     elif wire_type == _I32:
         start, stop = pos, pos + 4
     else:
-        raise _WireError(f"unsupported wire type {wire_type} (field {field}) at byte {pos}")
+        raise CaffemodelFormatError(
+            f"unsupported wire type {wire_type} (field {field}) at byte {pos}"
+        )
     if stop > end:
-        raise _WireError(f"field {field} runs past the end of its message at byte {pos}")
+        raise CaffemodelFormatError(f"field {field} runs past the end of its message at byte {pos}")
     return field, wire_type, start, stop
 
 
@@ -195,7 +193,7 @@ def _packed_reals(data: bytes, start: int, stop: int, dtype: str) -> np.ndarray:
     """A packed run of little-endian floats or doubles, zero-copy (read-only view)."""
     width = np.dtype(dtype).itemsize
     if (stop - start) % width:
-        raise _WireError(f"packed {dtype} run of {stop - start} bytes at byte {start}")
+        raise CaffemodelFormatError(f"packed {dtype} run of {stop - start} bytes at byte {start}")
     return np.frombuffer(data, dtype=dtype, count=(stop - start) // width, offset=start)
 
 
@@ -273,7 +271,9 @@ def _read_blob(data: bytes, raw: np.ndarray, start: int, stop: int) -> np.ndarra
             elif wire_type == scalar_wire_type:  # an over-long tag: one element
                 chunks.append(_packed_reals(data, value, pos, dtype))
             else:
-                raise _WireError(f"blob data with wire type {wire_type} at byte {tag_pos}")
+                raise CaffemodelFormatError(
+                    f"blob data with wire type {wire_type} at byte {tag_pos}"
+                )
         # diff (6), double_diff (9) and unknown fields are skipped
     chunks = floats if floats else doubles
     values = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)  # owned copy
@@ -281,7 +281,9 @@ def _read_blob(data: bytes, raw: np.ndarray, start: int, stop: int) -> np.ndarra
         # legacy blobs: (num, channels, height, width), unset fields 0 as in Caffe
         shape = [legacy.get(f, 0) for f in (1, 2, 3, 4)] if legacy else [values.size]
     if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) != values.size:
-        raise _WireError(f"blob at byte {start} has shape {tuple(shape)} but {values.size} values")
+        raise CaffemodelFormatError(
+            f"blob at byte {start} has shape {tuple(shape)} but {values.size} values"
+        )
     return values.reshape(shape)
 
 
@@ -344,7 +346,7 @@ def read_caffemodel(path: str | Path) -> list[CaffeLayer]:
                 new.append(_read_layer(data, raw, value, pos, _LAYER))
             elif field == _NET_LAYERS_V1 and wire_type == _LEN:
                 old.append(_read_layer(data, raw, value, pos, _LAYER_V1))
-    except _WireError as err:
+    except CaffemodelFormatError as err:
         raise WeightsError(
             f"{path} is not a valid Caffe .caffemodel ({err}); pass the binary weights file "
             "(e.g. bvlc_reference_caffenet.caffemodel), not a .prototxt or a renamed file"
