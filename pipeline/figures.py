@@ -24,7 +24,8 @@ figure is deterministic and its cells are exactly :func:`fit_to_cell` of the inp
 
 Matplotlib draws the text through :class:`matplotlib.figure.Figure` and the Agg canvas
 directly; pyplot's global state is never touched, so these functions are safe in workers
-and under any ``MPLBACKEND``.
+and under any ``MPLBACKEND``. The grid layout, text measurement and cell fitting they
+share are in :mod:`pipeline.grids`.
 
 References
 ----------
@@ -47,18 +48,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import IdentityTransform
-from PIL import Image
 
 from pipeline.errors import ConfigError
+from pipeline.grids import (
+    CAPTION_PT,
+    CELL_LABEL_PT,
+    CELL_PX,
+    DPI,
+    FONT_FAMILY,
+    GAP_PX,
+    LABEL_PT,
+    PAD_PX,
+    TITLE_PT,
+    Grid,
+    Typesetter,
+    fit_row,
+    fit_to_cell,
+    parse_images,
+    parse_label,
+    parse_labels,
+    parse_out,
+    parse_rows,
+    render_grid,
+    save,
+)
 
 __all__ = [
     "CELL_PX",
@@ -73,297 +93,6 @@ __all__ = [
     "single_neurons",
 ]
 
-#: Displayed side of every image cell in pixels, whatever the array's own size.
-CELL_PX = 160
-#: White space between neighbouring cells, pixels (the paper's grids are nearly touching).
-GAP_PX = 4
-#: Wider space separating a group of columns (the original photograph from its decodings).
-GROUP_GAP_PX = 14
-#: Resolution the point sizes below are rendered at: 9 pt is ~19 px.
-DPI = 150
-#: Margin around the whole figure, pixels.
-PAD_PX = 14
-#: Narrowest figure: below this a caption would wrap into a tall column of words.
-MIN_WIDTH_PX = 640
-
-FONT_FAMILY = "DejaVu Serif"  # bundled with matplotlib: same glyphs on every machine
-TITLE_PT = 11.0
-LABEL_PT = 9.0  # column and row labels
-CELL_LABEL_PT = 7.0  # per-image labels (neuron index, class name)
-CAPTION_PT = 8.5
-LINE_SPACING = 1.25  # line height / font size
-
-
-# ---------------------------------------------------------------------------------------
-# input validation
-
-
-def _parse_images(images: object, what: str) -> np.ndarray:
-    """Check one batch of images: ``(N, H, W, 3)`` uint8 with N, H, W > 0."""
-    if not isinstance(images, np.ndarray):
-        raise ConfigError(
-            f"{what}: expected a numpy array of shape (N, H, W, 3), got {type(images).__name__}"
-        )
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ConfigError(
-            f"{what}: expected RGB images of shape (N, H, W, 3), got shape {images.shape}; "
-            "add a leading axis for a single image (image[None])"
-        )
-    if images.dtype != np.uint8:
-        raise ConfigError(
-            f"{what}: expected uint8 pixels, got {images.dtype}; convert decoder output in "
-            "[0, 1] with np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)"
-        )
-    if 0 in images.shape:
-        raise ConfigError(f"{what}: no pixels (shape {images.shape}); pass at least one image")
-    return images
-
-
-def _parse_label(label: object, what: str) -> str:
-    if not isinstance(label, str):
-        raise ConfigError(f"{what}: expected a str label, got {type(label).__name__}")
-    return label
-
-
-def _parse_labels(labels: Sequence[str], n: int, what: str, per: str) -> list[str]:
-    if isinstance(labels, str):
-        raise ConfigError(f"{what}: expected a sequence of {n} labels, got one str")
-    out = [_parse_label(s, f"{what}[{i}]") for i, s in enumerate(labels)]
-    if len(out) != n:
-        raise ConfigError(f"{what} has {len(out)} labels for {n} {per}; pass one label per {per}")
-    return out
-
-
-def _parse_rows(rows: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
-    if len(rows) == 0:
-        raise ConfigError(f"{what} is empty; pass at least one (label, images) row")
-    return [
-        (_parse_label(label, f"{what}[{i}] label"), _parse_images(images, f"{what} {label!r}"))
-        for i, (label, images) in enumerate(rows)
-    ]
-
-
-def fit_to_cell(image: np.ndarray, size: int = CELL_PX) -> np.ndarray:
-    """Resize one image to the displayed cell, keeping its aspect ratio.
-
-    Parameters
-    ----------
-    image : (H, W, 3) uint8 ndarray
-        RGB image of any size.
-    size : int
-        Side of the square cell in pixels.
-
-    Returns
-    -------
-    (size, size, 3) uint8 ndarray
-        The image scaled (Lanczos) so that its longer side is ``size``, centred on white.
-    """
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(image)
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.LANCZOS)
-    cell = np.full((size, size, 3), 255, np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    cell[top : top + new_h, left : left + new_w] = np.asarray(resized)
-    return cell
-
-
-def _fit_row(images: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray | None]:
-    """One grid row: every image of ``images`` (a list, or a (K, H, W, 3) array) fitted."""
-    return [fit_to_cell(im) for im in images]
-
-
-# ---------------------------------------------------------------------------------------
-# text measurement and layout
-
-
-class _Typesetter:
-    """Measures and wraps text in pixels, with the fonts the figure will draw it in."""
-
-    def __init__(self, dpi: float) -> None:
-        self.dpi = dpi
-        self._renderer = FigureCanvasAgg(Figure(figsize=(1, 1), dpi=dpi)).get_renderer()
-
-    @staticmethod
-    def font(size: float, bold: bool = False) -> FontProperties:
-        return FontProperties(family=FONT_FAMILY, size=size, weight="bold" if bold else "normal")
-
-    def width(self, text: str, size: float, bold: bool = False) -> float:
-        if not text:
-            return 0.0
-        w, _, _ = self._renderer.get_text_width_height_descent(
-            text, self.font(size, bold), ismath=False
-        )
-        return float(w)
-
-    def line_height(self, size: float) -> float:
-        return size * LINE_SPACING * self.dpi / 72.0
-
-    def _clip(self, text: str, width: float, size: float, bold: bool) -> str:
-        """``text`` cut to ``width`` with an ellipsis, or unchanged if it fits."""
-        if self.width(text, size, bold) <= width:
-            return text
-        while text and self.width(text + "…", size, bold) > width:
-            text = text[:-1]
-        return text.rstrip() + "…"
-
-    def wrap(
-        self,
-        text: str,
-        width: float,
-        size: float,
-        *,
-        bold: bool = False,
-        max_lines: int | None = None,
-    ) -> list[str]:
-        """Greedy word wrap to ``width`` pixels; the last kept line ends in "…" if cut."""
-        lines: list[str] = []
-        for paragraph in text.split("\n"):
-            line = ""
-            for word in paragraph.split():
-                trial = f"{line} {word}" if line else word
-                if line and self.width(trial, size, bold) > width:
-                    lines.append(line)
-                    line = word
-                else:
-                    line = trial
-            lines.append(line)
-        lines = [self._clip(s, width, size, bold) for s in lines]
-        while lines and not lines[-1]:
-            lines.pop()
-        if max_lines is not None and len(lines) > max_lines:
-            lines = lines[:max_lines]
-            lines[-1] = self._clip(lines[-1] + " …", width, size, bold)
-        return lines
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """What to draw: cells[row][col] of fitted images (None: blank), and every label."""
-
-    cells: list[list[np.ndarray | None]]
-    col_labels: list[str] | None = None
-    row_labels: list[str] | None = None
-    cell_labels: list[list[str]] | None = None  # same raggedness as cells
-    side_header: str = ""
-    side_lines: list[list[str]] | None = None  # per row, a text block right of the row
-    group_after: frozenset[int] = frozenset()  # columns followed by GROUP_GAP_PX
-
-
-def _render_grid(grid: _Grid, out: Path, *, title: str, caption: str) -> Path:
-    """Lay out and draw ``grid`` in pixels, then save it as a PNG."""
-    ts = _Typesetter(DPI)
-    p, g = CELL_PX, GAP_PX
-    nrows = len(grid.cells)
-    ncols = max(len(row) for row in grid.cells)
-
-    # columns: x offsets from the grid's left edge
-    col_x = [0]
-    for j in range(1, ncols):
-        col_x.append(col_x[-1] + p + (GROUP_GAP_PX if j - 1 in grid.group_after else g))
-    grid_w = col_x[-1] + p
-
-    lh_label = ts.line_height(LABEL_PT)
-    col_lines = [ts.wrap(s, p + g, LABEL_PT, max_lines=2) for s in grid.col_labels or []]
-    side_header = ts.wrap(grid.side_header, 2.5 * p, LABEL_PT, max_lines=2)
-    header_lines = max([len(s) for s in col_lines] + [len(side_header), 0])
-    header_h = math.ceil(header_lines * lh_label + 4) if header_lines else 0
-
-    row_lines = [ts.wrap(s, 1.6 * p, LABEL_PT, max_lines=4) for s in grid.row_labels or []]
-    row_w = max([ts.width(s, LABEL_PT) for lines in row_lines for s in lines] + [0.0])
-    left_w = math.ceil(row_w + 10) if row_w else 0
-
-    lh_cell = ts.line_height(CELL_LABEL_PT)
-    cell_lines = [
-        [ts.wrap(s, p, CELL_LABEL_PT, max_lines=2) for s in row] for row in grid.cell_labels or []
-    ]
-    n_cell_lines = max([len(s) for row in cell_lines for s in row] + [0])
-    row_h = p + (math.ceil(n_cell_lines * lh_cell + 3) if n_cell_lines else 0)
-
-    side_max_lines = max(1, int(row_h // lh_label))
-    side_lines = [
-        [ts._clip(s, 2.5 * p, LABEL_PT, False) for s in lines[:side_max_lines]]
-        for lines in grid.side_lines or []
-    ]
-    side_text_w = max(
-        [ts.width(s, LABEL_PT) for lines in side_lines for s in lines]
-        + [ts.width(s, LABEL_PT) for s in side_header]
-        + [0.0]
-    )
-    side_w = math.ceil(side_text_w + 12) if side_text_w else 0
-
-    content_w = left_w + grid_w + side_w
-    width = max(2 * PAD_PX + content_w, MIN_WIDTH_PX)
-    x0 = (width - content_w) // 2 + left_w  # grid's left edge; narrow grids are centred
-    text_w = width - 2 * PAD_PX
-    title_lines = ts.wrap(title, text_w, TITLE_PT, bold=True)
-    lh_title = ts.line_height(TITLE_PT)
-    title_h = math.ceil(len(title_lines) * lh_title + 6) if title_lines else 0
-    caption_lines = ts.wrap(caption, text_w, CAPTION_PT)
-    lh_caption = ts.line_height(CAPTION_PT)
-    caption_h = math.ceil(len(caption_lines) * lh_caption) if caption_lines else 0
-    y0 = PAD_PX + title_h + header_h  # grid's top edge
-    grid_h = nrows * row_h + (nrows - 1) * g
-    height = y0 + grid_h + (10 if caption_lines else 0) + caption_h + PAD_PX
-
-    # +0.01 px: Agg truncates width * dpi to an int; keep it from losing the last pixel
-    fig = Figure(figsize=((width + 0.01) / DPI, (height + 0.01) / DPI), dpi=DPI, facecolor="w")
-    FigureCanvasAgg(fig)
-
-    def text(x: float, y: float, s: str, size: float, ha: str, bold: bool = False) -> None:
-        """Draw one line with its top at (x, y), y measured down from the figure's top."""
-        fig.text(
-            x,
-            height - y,
-            s,
-            transform=IdentityTransform(),
-            fontproperties=ts.font(size, bold),
-            ha=ha,
-            va="top",
-            parse_math=False,
-        )
-
-    for i, line in enumerate(title_lines):
-        text(width / 2, PAD_PX + i * lh_title, line, TITLE_PT, "center", bold=True)
-    for j, lines in enumerate(col_lines):
-        top = y0 - 4 - len(lines) * lh_label
-        for k, line in enumerate(lines):
-            text(x0 + col_x[j] + p / 2, top + k * lh_label, line, LABEL_PT, "center")
-    side_x = x0 + grid_w + 12
-    for k, line in enumerate(side_header):
-        text(side_x, y0 - 4 - (len(side_header) - k) * lh_label, line, LABEL_PT, "left")
-
-    for r, row in enumerate(grid.cells):
-        y = y0 + r * (row_h + g)
-        for c, cell in enumerate(row):
-            if cell is not None:
-                fig.figimage(cell, xo=x0 + col_x[c], yo=height - y - p, origin="upper")
-        if row_lines:
-            lines = row_lines[r]
-            top = y + p / 2 - len(lines) * lh_label / 2
-            for k, line in enumerate(lines):
-                text(x0 - 10, top + k * lh_label, line, LABEL_PT, "right")
-        if cell_lines:
-            for c, lines in enumerate(cell_lines[r]):
-                for k, line in enumerate(lines):
-                    text(
-                        x0 + col_x[c] + p / 2,
-                        y + p + 2 + k * lh_cell,
-                        line,
-                        CELL_LABEL_PT,
-                        "center",
-                    )
-        if side_lines:
-            for k, line in enumerate(side_lines[r]):
-                text(side_x, y + k * lh_label, line, LABEL_PT, "left")
-
-    cap_y = y0 + grid_h + 10
-    for k, line in enumerate(caption_lines):
-        text(PAD_PX, cap_y + k * lh_caption, line, CAPTION_PT, "left")
-    return _save(fig, out)
-
 
 def _mantissa(value: float) -> int:
     """The leading digit of ``value`` (2 for 0.02), 0 where it is not a round number."""
@@ -371,26 +100,6 @@ def _mantissa(value: float) -> int:
         return 0
     m = value / 10 ** math.floor(math.log10(value))
     return round(m) if abs(m - round(m)) < 1e-6 else 0
-
-
-def _parse_out(out: str | Path) -> Path:
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"out must name a .png file, got {str(out)!r}")
-    return out
-
-
-def _save(fig: Figure, out: Path) -> Path:
-    """Write ``fig`` to ``out`` as an RGB PNG, atomically (a reader never sees half a PNG)."""
-    canvas = fig.canvas
-    assert isinstance(canvas, FigureCanvasAgg), "figures are drawn on the Agg canvas"
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[..., :3]  # (H, W, 3): the background is opaque
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    tmp.replace(out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,8 +148,8 @@ def reconstruction_grid(
         No columns, a column that is not (N, H, W, 3) uint8, columns of different N, or
         ``row_labels`` not of length N.
     """
-    out = _parse_out(out)
-    parsed = _parse_rows(columns, "columns")
+    out = parse_out(out)
+    parsed = parse_rows(columns, "columns")
     first, n = parsed[0][0], parsed[0][1].shape[0]
     for label, images in parsed[1:]:
         if images.shape[0] != n:
@@ -448,15 +157,15 @@ def reconstruction_grid(
                 f"column {label!r} has {images.shape[0]} images but column {first!r} has {n}; "
                 "every column must hold the same images in the same order"
             )
-    rows = None if row_labels is None else _parse_labels(row_labels, n, "row_labels", "image")
-    cells = [_fit_row([images[i] for _, images in parsed]) for i in range(n)]
+    rows = None if row_labels is None else parse_labels(row_labels, n, "row_labels", "image")
+    cells = [fit_row([images[i] for _, images in parsed]) for i in range(n)]
     # (N rows, C columns)
     cols: list[str] | None = [label for label, _ in parsed]
     if transpose:
         cells = [list(col) for col in zip(*cells)]  # (C rows, N columns)
         cols, rows = rows, cols
-    grid = _Grid(cells=cells, col_labels=cols, row_labels=rows)
-    return _render_grid(grid, out, title=title, caption=caption)
+    grid = Grid(cells=cells, col_labels=cols, row_labels=rows)
+    return render_grid(grid, out, title=title, caption=caption)
 
 
 def dark_knowledge(
@@ -502,14 +211,14 @@ def dark_knowledge(
         An array that is not (N, H, W, 3) uint8, arrays of different N, or ``top5_labels``
         not of length N.
     """
-    out = _parse_out(out)
+    out = parse_out(out)
     named = [
         ("Original", original),
         ("All FC8", all_),
         ("Only top-5", top5),
         ("All but top-5", rest),
     ]
-    parsed = [(label, _parse_images(images, f"{label!r} images")) for label, images in named]
+    parsed = [(label, parse_images(images, f"{label!r} images")) for label, images in named]
     n = parsed[0][1].shape[0]
     for label, images in parsed[1:]:
         if images.shape[0] != n:
@@ -528,16 +237,16 @@ def dark_knowledge(
         for i, names in enumerate(top5_labels):
             if isinstance(names, str):
                 raise ConfigError(f"top5_labels[{i}]: expected a list of class names, got a str")
-            checked = [_parse_label(s, f"top5_labels[{i}][{k}]") for k, s in enumerate(names)]
+            checked = [parse_label(s, f"top5_labels[{i}][{k}]") for k, s in enumerate(names)]
             side.append([f"{k + 1}. {s}" for k, s in enumerate(checked)])
-    grid = _Grid(
-        cells=[_fit_row([images[i] for _, images in parsed]) for i in range(n)],
+    grid = Grid(
+        cells=[fit_row([images[i] for _, images in parsed]) for i in range(n)],
         col_labels=[label for label, _ in parsed],
         side_header="Top-5 classes" if side is not None else "",
         side_lines=side,
         group_after=frozenset({0}),
     )
-    return _render_grid(grid, out, title=title, caption=caption)
+    return render_grid(grid, out, title=title, caption=caption)
 
 
 def single_neurons(
@@ -572,7 +281,7 @@ def single_neurons(
     ConfigError
         No rows, images that are not (K, H, W, 3) uint8, or a row whose label count is not K.
     """
-    out = _parse_out(out)
+    out = parse_out(out)
     if len(rows) == 0:
         raise ConfigError("rows is empty; pass at least one (label, images, labels) row")
     row_labels: list[str] = []
@@ -582,14 +291,14 @@ def single_neurons(
         if len(row) != 3:
             raise ConfigError(f"rows[{i}]: expected (label, images, per-image labels)")
         label, images, labels = row
-        label = _parse_label(label, f"rows[{i}] label")
-        images = _parse_images(images, f"row {label!r}")
+        label = parse_label(label, f"rows[{i}] label")
+        images = parse_images(images, f"row {label!r}")
         k = images.shape[0]
-        cell_labels.append(_parse_labels(labels, k, f"row {label!r} labels", "image"))
+        cell_labels.append(parse_labels(labels, k, f"row {label!r} labels", "image"))
         row_labels.append(label)
-        cells.append(_fit_row(images))
-    grid = _Grid(cells=cells, row_labels=row_labels, cell_labels=cell_labels)
-    return _render_grid(grid, out, title=title, caption=caption)
+        cells.append(fit_row(images))
+    grid = Grid(cells=cells, row_labels=row_labels, cell_labels=cell_labels)
+    return render_grid(grid, out, title=title, caption=caption)
 
 
 def interpolations(
@@ -623,8 +332,8 @@ def interpolations(
     ConfigError
         No rows, images that are not (K, H, W, 3) uint8, or a row with fewer than 2 images.
     """
-    out = _parse_out(out)
-    parsed = _parse_rows(rows, "rows")
+    out = parse_out(out)
+    parsed = parse_rows(rows, "rows")
     for label, images in parsed:
         if images.shape[0] < 2:
             raise ConfigError(
@@ -636,12 +345,12 @@ def interpolations(
     if len(lengths) == 1:  # a shared column layout: mark the two ends
         k = lengths.pop()
         cols = ["A", *[""] * (k - 2), "B"]
-    grid = _Grid(
-        cells=[_fit_row(images) for _, images in parsed],
+    grid = Grid(
+        cells=[fit_row(images) for _, images in parsed],
         col_labels=cols,
         row_labels=[label for label, _ in parsed],
     )
-    return _render_grid(grid, out, title=title, caption=caption)
+    return render_grid(grid, out, title=title, caption=caption)
 
 
 def random_samples(
@@ -675,13 +384,13 @@ def random_samples(
     ConfigError
         No rows, or images that are not (K, H, W, 3) uint8.
     """
-    out = _parse_out(out)
-    parsed = _parse_rows(rows, "rows")
-    grid = _Grid(
-        cells=[_fit_row(images) for _, images in parsed],
+    out = parse_out(out)
+    parsed = parse_rows(rows, "rows")
+    grid = Grid(
+        cells=[fit_row(images) for _, images in parsed],
         row_labels=[label for label, _ in parsed],
     )
-    return _render_grid(grid, out, title=title, caption=caption)
+    return render_grid(grid, out, title=title, caption=caption)
 
 
 def loss_curves(
@@ -717,7 +426,7 @@ def loss_curves(
         No curves, steps and losses that are not 1-D of one length, or a curve with no
         finite positive loss.
     """
-    out = _parse_out(out)
+    out = parse_out(out)
     if len(curves) == 0:
         raise ConfigError("curves is empty; pass at least one target's (steps, losses)")
     parsed: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -740,7 +449,7 @@ def loss_curves(
         order = np.argsort(steps[keep], kind="stable")
         parsed.append((str(name), steps[keep][order], losses[keep][order]))
 
-    ts = _Typesetter(DPI)
+    ts = Typesetter(DPI)
     cols = min(4, len(parsed))
     rows = -(-len(parsed) // cols)
     panel_w, panel_h = 270, 200  # pixels per panel: one small multiple per target
@@ -809,4 +518,4 @@ def loss_curves(
     cap_y = PAD_PX + title_h + plot_h
     for k, line in enumerate(caption_lines):
         text(cap_y + k * lh_caption, line, CAPTION_PT, PAD_PX, "left")
-    return _save(fig, out)
+    return save(fig, out)

@@ -1,18 +1,21 @@
-"""The paper's figures and report from the pipeline's outputs (docs/method.md §6).
+"""The paper's figures from the pipeline's outputs (docs/method.md §6).
 
-Reads trained models (``models/T/model.pt``, ``models/ae_T/model.pt``), reconstruction
-stores (``cache/reconstructions/T.zarr``, ``mv_T.zarr`` of the optimisation baseline) and
+:func:`make_figures` reads trained models (fixed decoders and autoencoders), reconstruction
+stores (of the decoders, the autoencoders and the optimisation baseline [1]) and AlexNet
 feature stores, runs the feature-space experiments of :mod:`pipeline.experiments`, and renders
-with :mod:`pipeline.figures`; :func:`make_report` gathers metrics and figures into
-``report/index.html``. Targets whose inputs are missing are left out of a figure, with a log
-line, so a partial run still gets the figures it can have.
+with :mod:`pipeline.figures`, one function per figure. Targets whose inputs are missing are
+left out of a figure, with a log line, so a partial run still gets the figures it can have.
+:mod:`pipeline.run_report` gathers metrics, loss logs and these figures into the report.
+
+Where the inputs are is not known here: ``dvc.yaml`` passes every path, as a template with
+``{name}`` standing for the target (:class:`FigureInputs`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,20 @@ import numpy as np
 
 from pipeline import experiments, figures
 from pipeline.errors import ConfigError, StoreError
-from pipeline.evaluation import PAPER_ERRORS, decode_features, load_inverter
+from pipeline.evaluation import decode_features, load_inverter
 from pipeline.loader import usable_indices
-from pipeline.report import undertrained
 from pipeline.store import open_store
 
-__all__ = ["FigureParams", "make_figures", "make_report"]
+__all__ = [
+    "ALEXNET",
+    "CAPTIONS",
+    "SAME_IMAGES",
+    "SHALLOW",
+    "FigureInputs",
+    "FigureParams",
+    "make_figures",
+    "parse_template",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +78,83 @@ class FigureParams:
             raise ConfigError("figures: interpolation_steps must be >= 2")
 
 
-class _Sources:
-    """Where the pipeline's outputs live, and what exists."""
+def parse_template(value: str | Path, what: str) -> str:
+    """A path template of ``dvc.yaml``: ``{name}`` stands for the target."""
+    value = str(value)
+    if "{name}" not in value:
+        raise ConfigError(
+            f"{what}: expected a path template containing {{name}} (the target), got "
+            f"{value!r}; e.g. models/{{name}}/model.pt"
+        )
+    return value
 
-    def __init__(self, images: Path, features: Path, models: Path, reconstructions: Path) -> None:
-        self.images, self.features = images, features
-        self.models, self.reconstructions = models, reconstructions
 
-    def model(self, name: str) -> Path | None:
-        path = self.models / name / "model.pt"
+@dataclass(frozen=True)
+class FigureInputs:
+    """Where :func:`make_figures` reads from: paths as ``dvc.yaml`` passes them.
+
+    Each template holds ``{name}``, which becomes a target (``hog``, ``conv1`` ... ``fc8``).
+
+    Attributes
+    ----------
+    images : Path
+        The image store.
+    features : str
+        AlexNet feature store of layer ``{name}`` (``cache/features/alexnet/{name}.zarr``).
+    decoders : str
+        Trained decoder of target ``{name}`` (``models/{name}/model.pt``).
+    autoencoders : str
+        Trained autoencoder of layer ``{name}`` (``models/ae_{name}/model.pt``).
+    reconstructions : str
+        The decoder's test reconstructions (``cache/reconstructions/{name}.zarr``).
+    ae_reconstructions : str
+        The autoencoder's (``cache/reconstructions/ae_{name}.zarr``).
+    mv_reconstructions : str
+        The optimisation-based inversion's [1] (``cache/reconstructions/mv_{name}.zarr``).
+    """
+
+    images: Path
+    features: str
+    decoders: str
+    autoencoders: str
+    reconstructions: str
+    ae_reconstructions: str
+    mv_reconstructions: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images", Path(self.images))
+        for field in fields(self)[1:]:
+            object.__setattr__(
+                self, field.name, parse_template(getattr(self, field.name), field.name)
+            )
+
+    def decoder(self, name: str) -> Path | None:
+        path = Path(self.decoders.format(name=name))
         return path if path.is_file() else None
 
-    def feature_store(self, target: str) -> Path:
-        if target in SHALLOW:
-            return self.features / f"{target}.zarr"
-        return self.features / "alexnet" / f"{target}.zarr"
+    def autoencoder(self, name: str) -> Path | None:
+        path = Path(self.autoencoders.format(name=name))
+        return path if path.is_file() else None
 
-    def recon(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        path = self.reconstructions / f"{name}.zarr"
-        try:
-            store = open_store(path, kind="reconstructions")
-        except StoreError:
-            log.info("no reconstructions %s: left out of the figures", path)
-            return None
-        return (
-            store.array("reconstructions")[:],
-            store.array("targets")[:],
-            store.array("index")[:],
-        )
+    def feature_store(self, layer: str) -> Path:
+        return Path(self.features.format(name=layer))
+
+    def recon(self, name: str) -> Recon | None:
+        """The decoder's reconstructions of target ``name``, or None where there are none."""
+        return _read_recon(Path(self.reconstructions.format(name=name)))
+
+    def ae_recon(self, name: str) -> Recon | None:
+        return _read_recon(Path(self.ae_reconstructions.format(name=name)))
+
+    def mv_recon(self, name: str) -> Recon | None:
+        return _read_recon(Path(self.mv_reconstructions.format(name=name)))
 
     def scores(self, names: list[str]) -> str:
         """Caption text: each target's error on the test split beside the trivial baselines."""
         parts, n = [], None
         for name in names:
             try:
-                store = open_store(self.reconstructions / f"{name}.zarr", kind="reconstructions")
+                store = open_store(self.reconstructions.format(name=name), kind="reconstructions")
             except StoreError:
                 continue
             m = store.attrs.get("metrics", {})
@@ -120,13 +173,30 @@ class _Sources:
         )
 
 
+#: (reconstructions (M, S, S, 3) uint8, targets (M, S, S, 3) uint8, index (M,)) of a store
+Recon = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _read_recon(path: Path) -> Recon | None:
+    try:
+        store = open_store(path, kind="reconstructions")
+    except StoreError:
+        log.info("no reconstructions %s: left out of the figures", path)
+        return None
+    return (
+        store.array("reconstructions")[:],
+        store.array("targets")[:],
+        store.array("index")[:],
+    )
+
+
 #: the figure manifest `invert figures` writes beside the PNGs: [[caption, file name], ...]
 CAPTIONS = "captions.json"
 #: the decoders scored on exactly the test images [1] inverted, beside the figures
 SAME_IMAGES = "same_images.json"
 
 
-def same_images(src: _Sources) -> dict[str, dict[str, Any]]:
+def same_images(src: FigureInputs) -> dict[str, dict[str, Any]]:
     """Each decoder's normalised error on exactly the test images [1] inverted.
 
     [1] runs on the first few test images; its error divides by the mean distance between
@@ -142,7 +212,7 @@ def same_images(src: _Sources) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     for name in [*SHALLOW, *ALEXNET]:
-        ours, mv = src.recon(name), src.recon(f"mv_{name}")
+        ours, mv = src.recon(name), src.mv_recon(name)
         if ours is None or mv is None:
             continue
         rec, tgt, index = (a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a for a in ours)
@@ -159,10 +229,10 @@ def same_images(src: _Sources) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _caption(sources: _Sources, random_weights: bool | str) -> str:
+def _caption(src: FigureInputs, random_weights: bool | str) -> str:
     parts = []
     try:
-        info = open_store(sources.images).attrs.get("source", {})
+        info = open_store(src.images).attrs.get("source", {})
     except StoreError:
         info = {}
     if info.get("kind") == "sample":
@@ -176,7 +246,19 @@ def _caption(sources: _Sources, random_weights: bool | str) -> str:
     return " ".join(parts)
 
 
-def _aligned(recons: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+def _random_weights(src: FigureInputs) -> bool | str:
+    """``random:SEED`` (as params.yaml has it) where an AlexNet model used random weights."""
+    random_weights: bool | str = False
+    for name in ALEXNET:
+        for model in (src.decoder(name), src.autoencoder(name)):
+            if model is not None:
+                inv = load_inverter(model, device="cpu")
+                if inv.random_weights:  # say which: random:SEED as params.yaml has it
+                    random_weights = str(inv.config["feature_params"].get("weights", True))
+    return random_weights
+
+
+def _aligned(recons: dict[str, Recon], n: int) -> np.ndarray:
     """Test-sample indices present in every reconstruction set, first ``n``."""
     common = None
     for _, _, index in recons.values():
@@ -184,22 +266,20 @@ def _aligned(recons: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], n: in
     return np.array(sorted(common or []))[:n]
 
 
-def _pick(
-    rec: tuple[np.ndarray, np.ndarray, np.ndarray], keep: np.ndarray, which: int
-) -> np.ndarray:
+def _pick(rec: Recon, keep: np.ndarray, which: int) -> np.ndarray:
     pos = {int(k): i for i, k in enumerate(rec[2])}
     return rec[which][[pos[int(k)] for k in keep]]
 
 
-def _test_features(sources: _Sources, target: str, count: int) -> np.ndarray:
-    path = sources.feature_store(target)
+def _test_features(src: FigureInputs, layer: str, count: int) -> np.ndarray:
+    path = src.feature_store(layer)
     idx = usable_indices(path, "test")[:count]
     arr = open_store(path).array("features")
     return np.stack([arr[int(i) : int(i) + 1][0] for i in idx]).astype(np.float32)
 
 
-def _train_features(sources: _Sources, target: str, count: int, seed: int) -> np.ndarray:
-    path = sources.feature_store(target)
+def _train_features(src: FigureInputs, layer: str, count: int, seed: int) -> np.ndarray:
+    path = src.feature_store(layer)
     idx = usable_indices(path, "train")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(idx, size=min(count, len(idx)), replace=False))
@@ -207,7 +287,7 @@ def _train_features(sources: _Sources, target: str, count: int, seed: int) -> np
     return np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float32)
 
 
-def _encoded_train_features(src: _Sources, inv: Any, count: int, seed: int) -> np.ndarray:
+def _encoded_train_features(src: FigureInputs, inv: Any, count: int, seed: int) -> np.ndarray:
     """Training features of an autoencoder: a random sample of training images, encoded."""
     import torch
 
@@ -222,94 +302,81 @@ def _encoded_train_features(src: _Sources, inv: Any, count: int, seed: int) -> n
     return np.concatenate(out).astype(np.float32)
 
 
-def make_figures(
-    *,
-    images: str | Path,
-    features: str | Path,
-    models: str | Path,
-    reconstructions: str | Path,
-    out: str | Path,
-    params: FigureParams | None = None,
-) -> list[tuple[str, Path]]:
-    """Render every figure whose inputs exist; returns ``(caption, png)`` pairs in order."""
-    p = params or FigureParams()
-    src = _Sources(Path(images), Path(features), Path(models), Path(reconstructions))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    made: list[tuple[str, Path]] = []
-    random_weights: bool | str = False
-    for name in ALEXNET:
-        for prefix in ("", "ae_"):
-            model = src.model(prefix + name)
-            if model is not None:
-                inv = load_inverter(model, device="cpu")
-                if inv.random_weights:  # say which: random:SEED as params.yaml has it
-                    random_weights = str(inv.config["feature_params"].get("weights", True))
-    note = _caption(src, random_weights)
-    shallow_note = _caption(src, False)  # Fig. 1 involves no AlexNet
+# ---------------------------------------------------------------------------------------
+# one function per figure: (caption, PNG) or None where its inputs are missing
 
-    def add(caption: str, path: Path) -> None:
-        made.append((caption, path))
-        log.info("figure %s", path)
+Made = tuple[str, Path] | None
 
-    # Fig. 1: shallow features
-    recs = {t: r for t in SHALLOW if (r := src.recon(t)) is not None}
-    if recs:
-        keep = _aligned(recs, p.images)
-        cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
-        cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
-        names = ", ".join(t.upper() for t in recs)
-        cap = (
-            f"Reconstructions from {names} features (test images: photographs the decoders "
-            f"never saw). {src.scores(list(recs))} {shallow_note}"
-        )
-        add(
-            cap,
-            figures.reconstruction_grid(
-                cols,
-                out / "fig1_shallow.png",
-                title="Fig. 1: inverting shallow features",
-                caption=cap,
-            ),
-        )
-    # Fig. 2: every AlexNet layer
-    recs = {t: r for t in ALEXNET if (r := src.recon(t)) is not None}
-    if recs:
-        keep = _aligned(recs, p.images)
-        cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
-        cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
-        cap = f"Reconstructions from AlexNet layers (test images). {src.scores(list(recs))} {note}"
-        add(
-            cap,
-            figures.reconstruction_grid(
-                cols, out / "fig2_alexnet.png", title="Fig. 2: inverting AlexNet", caption=cap
-            ),
-        )
-    # Fig. 3: dark knowledge
-    fc8 = src.model("fc8")
-    if fc8 is not None and src.feature_store("fc8").exists():
-        inv = load_inverter(fc8, device="cpu")
-        f = _test_features(src, "fc8", p.images)
-        all_, top, rest = experiments.dark_knowledge(f)
-        rec = src.recon("fc8")
-        original = rec[1][: len(f)] if rec is not None else decode_features(inv, all_)
-        cap = f"FC8: all activations, only the 5 largest, all but the 5 largest. {note}"
-        add(
-            cap,
-            figures.dark_knowledge(
-                original,
-                decode_features(inv, all_),
-                decode_features(inv, top),
-                decode_features(inv, rest),
-                out / "fig3_dark_knowledge.png",
-                caption=cap,
-                title="Fig. 3: dark knowledge in FC8",
-            ),
-        )
-    # Fig. 4: single neurons
+
+def _reconstructions_figure(
+    src: FigureInputs, targets: tuple[str, ...], n: int
+) -> tuple[dict[str, Recon], list[tuple[str, np.ndarray]]]:
+    """The decoders' reconstructions of ``targets`` that exist, and the grid's columns."""
+    recs = {t: r for t in targets if (r := src.recon(t)) is not None}
+    if not recs:
+        return recs, []
+    keep = _aligned(recs, n)
+    cols = [("Original", _pick(next(iter(recs.values())), keep, 1))]
+    cols += [(t.upper(), _pick(r, keep, 0)) for t, r in recs.items()]
+    return recs, cols
+
+
+def fig1_shallow(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 1: reconstructions from HOG, SIFT and LBP (``note``: no AlexNet involved)."""
+    recs, cols = _reconstructions_figure(src, SHALLOW, p.images)
+    if not recs:
+        return None
+    names = ", ".join(t.upper() for t in recs)
+    cap = (
+        f"Reconstructions from {names} features (test images: photographs the decoders "
+        f"never saw). {src.scores(list(recs))} {note}"
+    )
+    path = figures.reconstruction_grid(
+        cols, out / "fig1_shallow.png", title="Fig. 1: inverting shallow features", caption=cap
+    )
+    return cap, path
+
+
+def fig2_alexnet(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 2: reconstructions from every AlexNet layer."""
+    recs, cols = _reconstructions_figure(src, ALEXNET, p.images)
+    if not recs:
+        return None
+    cap = f"Reconstructions from AlexNet layers (test images). {src.scores(list(recs))} {note}"
+    path = figures.reconstruction_grid(
+        cols, out / "fig2_alexnet.png", title="Fig. 2: inverting AlexNet", caption=cap
+    )
+    return cap, path
+
+
+def fig3_dark_knowledge(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 3: FC8 from all activations, from the 5 largest, from all but the 5 largest."""
+    fc8 = src.decoder("fc8")
+    if fc8 is None or not src.feature_store("fc8").exists():
+        return None
+    inv = load_inverter(fc8, device="cpu")
+    f = _test_features(src, "fc8", p.images)
+    all_, top, rest = experiments.dark_knowledge(f)
+    rec = src.recon("fc8")
+    original = rec[1][: len(f)] if rec is not None else decode_features(inv, all_)
+    cap = f"FC8: all activations, only the 5 largest, all but the 5 largest. {note}"
+    path = figures.dark_knowledge(
+        original,
+        decode_features(inv, all_),
+        decode_features(inv, top),
+        decode_features(inv, rest),
+        out / "fig3_dark_knowledge.png",
+        caption=cap,
+        title="Fig. 3: dark knowledge in FC8",
+    )
+    return cap, path
+
+
+def fig4_single_neurons(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 4: one active neuron of FC6, FC7, FC8 (the most active on average), others zero."""
     rows = []
     for layer in ("fc6", "fc7", "fc8"):
-        model = src.model(layer)
+        model = src.decoder(layer)
         if model is None or not src.feature_store(layer).exists():
             continue
         inv = load_inverter(model, device="cpu")
@@ -318,21 +385,23 @@ def make_figures(
         values = train.max(axis=0)[neurons]
         feats = experiments.single_neurons(train.shape[1], neurons, values)
         rows.append((layer.upper(), decode_features(inv, feats), [f"#{n}" for n in neurons]))
-    if rows:
-        cap = f"One active neuron (its largest training value), all others zero. {note}"
-        add(
-            cap,
-            figures.single_neurons(
-                rows,
-                out / "fig4_single_neurons.png",
-                caption=cap,
-                title="Fig. 4: images from single neurons",
-            ),
-        )
-    # Fig. 5: ours vs optimisation [1] vs autoencoder
+    if not rows:
+        return None
+    cap = f"One active neuron (its largest training value), all others zero. {note}"
+    path = figures.single_neurons(
+        rows,
+        out / "fig4_single_neurons.png",
+        caption=cap,
+        title="Fig. 4: images from single neurons",
+    )
+    return cap, path
+
+
+def fig5_methods(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 5: ours vs the optimisation-based inversion [1] vs the autoencoder, per layer."""
     cols = []
     for layer in ALEXNET:
-        ours, mv, ae = src.recon(layer), src.recon(f"mv_{layer}"), src.recon(f"ae_{layer}")
+        ours, mv, ae = src.recon(layer), src.mv_recon(layer), src.ae_recon(layer)
         if ours is None or (mv is None and ae is None):
             continue
         have = {k: v for k, v in (("ours", ours), ("mv", mv), ("ae", ae)) if v is not None}
@@ -340,29 +409,31 @@ def make_figures(
         stack = [_pick(ours, keep, 1), _pick(ours, keep, 0)]
         stack.append(_pick(mv, keep, 0) if mv is not None else np.full_like(stack[0], 255))
         stack.append(_pick(ae, keep, 0) if ae is not None else np.full_like(stack[0], 255))
-        cols.append((layer.upper(), np.concatenate(stack)))
-    if cols:
-        k = len(cols[0][1]) // 4
-        methods = ("Original", "Ours", "M&V [1]", "Autoenc.")
-        labels = [f"{m} {i + 1}" for m in methods for i in range(k)]
-        cap = (
-            "Decoders (ours) vs optimisation-based inversion [1] vs autoencoder; blank: not "
-            f"run. {note}"
-        )
-        add(
-            cap,
-            figures.reconstruction_grid(
-                cols,
-                out / "fig5_methods.png",
-                title="Fig. 5: ours vs [1] vs autoencoder",
-                caption=cap,
-                row_labels=labels,
-            ),
-        )
-    # Figs. 6-7: interpolations, fixed and autoencoder
-    rows2: list[tuple[str, np.ndarray]] = []
+        cols.append((layer.upper(), np.concatenate(stack)))  # (4 k, S, S, 3): methods × images
+    if not cols:
+        return None
+    k = len(cols[0][1]) // 4
+    methods = ("Original", "Ours", "M&V [1]", "Autoenc.")
+    labels = [f"{m} {i + 1}" for m in methods for i in range(k)]
+    cap = (
+        "Decoders (ours) vs optimisation-based inversion [1] vs autoencoder; blank: not "
+        f"run. {note}"
+    )
+    path = figures.reconstruction_grid(
+        cols,
+        out / "fig5_methods.png",
+        title="Fig. 5: ours vs [1] vs autoencoder",
+        caption=cap,
+        row_labels=labels,
+    )
+    return cap, path
+
+
+def fig6_interpolation(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 6: decoded interpolations between the features of the 1st and 12th test images."""
+    rows: list[tuple[str, np.ndarray]] = []
     for layer in ALEXNET:
-        model = src.model(layer)
+        model = src.decoder(layer)
         if model is None or not src.feature_store(layer).exists():
             continue
         f = _test_features(src, layer, 12)
@@ -370,245 +441,128 @@ def make_figures(
             continue
         inv = load_inverter(model, device="cpu")
         feats = experiments.interpolate(f[0], f[-1], p.interpolation_steps)
-        rows2.append((layer.upper(), decode_features(inv, feats)))
-    if rows2:
-        cap = f"Decoding linear interpolations between the features of two test images. {note}"
-        add(
-            cap,
-            figures.interpolations(
-                rows2,
-                out / "fig6_interpolation.png",
-                caption=cap,
-                title="Fig. 6: interpolation between feature vectors",
-            ),
-        )
-    rows3: list[tuple[str, np.ndarray]] = []
+        rows.append((layer.upper(), decode_features(inv, feats)))
+    if not rows:
+        return None
+    cap = f"Decoding linear interpolations between the features of two test images. {note}"
+    path = figures.interpolations(
+        rows,
+        out / "fig6_interpolation.png",
+        caption=cap,
+        title="Fig. 6: interpolation between feature vectors",
+    )
+    return cap, path
+
+
+def fig7_interpolation_ae(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Fig. 7: the same interpolations with the autoencoders' own encoders."""
+    import torch
+
+    rows: list[tuple[str, np.ndarray]] = []
     for layer in ALEXNET:
-        model = src.model(f"ae_{layer}")
+        model = src.autoencoder(layer)
         if model is None:
             continue
-        import torch
-
         inv = load_inverter(model, device="cpu")
         idx = usable_indices(src.images, "test")
         arr = open_store(src.images).array("images")
         a, b = int(idx[0]), int(idx[min(11, len(idx) - 1)])  # as the fixed rows: 1st and 12th
         x = torch.from_numpy(np.stack([arr[a : a + 1][0], arr[b : b + 1][0]])).permute(0, 3, 1, 2)
         f = inv.encode(x).numpy()
-        rows3.append(
-            (
-                f"{layer.upper()} AE",
-                decode_features(inv, experiments.interpolate(f[0], f[1], p.interpolation_steps)),
-            )
-        )
-    if rows3:
-        cap = f"Interpolations with the autoencoders (encoder trained jointly). {note}"
-        add(
-            cap,
-            figures.interpolations(
-                rows3,
-                out / "fig7_interpolation_ae.png",
-                caption=cap,
-                title="Fig. 7: interpolation with the autoencoders",
-            ),
-        )
-    # Figs. 8-10: random feature vectors
+        feats = experiments.interpolate(f[0], f[1], p.interpolation_steps)
+        rows.append((f"{layer.upper()} AE", decode_features(inv, feats)))
+    if not rows:
+        return None
+    cap = f"Interpolations with the autoencoders (encoder trained jointly). {note}"
+    path = figures.interpolations(
+        rows,
+        out / "fig7_interpolation_ae.png",
+        caption=cap,
+        title="Fig. 7: interpolation with the autoencoders",
+    )
+    return cap, path
+
+
+#: Figs. 8-10: the two distributions random feature vectors are drawn from, in drawing order
+_SAMPLERS = (
+    ("histogram", experiments.histogram_samples),
+    ("trunc. Gaussian", experiments.truncated_gaussian_samples),
+)
+
+
+def fig8_random_features(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Made:
+    """Figs. 8-10: images from random FC6-FC8 feature vectors, fixed decoders then autoencoders.
+
+    One generator seeded with ``p.seed`` draws every row in turn.
+    """
     rng = np.random.default_rng(p.seed)
-    rows4: list[tuple[str, np.ndarray]] = []
+    rows: list[tuple[str, np.ndarray]] = []
     for layer in ("fc6", "fc7", "fc8"):
-        model = src.model(layer)
+        model = src.decoder(layer)
         if model is None or not src.feature_store(layer).exists():
             continue
         inv = load_inverter(model, device="cpu")
         train = _train_features(src, layer, p.train_features, p.seed)
-        for label, fn in (
-            ("histogram", experiments.histogram_samples),
-            ("trunc. Gaussian", experiments.truncated_gaussian_samples),
-        ):
-            rows4.append(
-                (f"{layer.upper()} {label}", decode_features(inv, fn(train, p.random_samples, rng)))
-            )
+        for label, fn in _SAMPLERS:
+            feats = fn(train, p.random_samples, rng)
+            rows.append((f"{layer.upper()} {label}", decode_features(inv, feats)))
     for layer in ("fc6", "fc7", "fc8"):  # the autoencoders: features from their own encoder
-        model = src.model(f"ae_{layer}")
+        model = src.autoencoder(layer)
         if model is None:
             continue
         inv = load_inverter(model, device="cpu")
         train = _encoded_train_features(src, inv, p.train_features, p.seed)
-        for label, fn in (
-            ("histogram", experiments.histogram_samples),
-            ("trunc. Gaussian", experiments.truncated_gaussian_samples),
-        ):
-            rows4.append(
-                (
-                    f"{layer.upper()} AE {label}",
-                    decode_features(inv, fn(train, p.random_samples, rng)),
-                )
-            )
-    if rows4:
-        cap = (
-            "Images from random feature vectors: per-dimension histograms and truncated "
-            f"Gaussians fitted to training features (fixed AlexNet and autoencoders). {note}"
-        )
-        add(
-            cap,
-            figures.random_samples(
-                rows4,
-                out / "fig8_random_features.png",
-                caption=cap,
-                title="Figs. 8–10: images from random feature vectors",
-            ),
-        )
-    (out / SAME_IMAGES).write_text(json.dumps(same_images(src), indent=2) + "\n")
+        for label, fn in _SAMPLERS:
+            feats = fn(train, p.random_samples, rng)
+            rows.append((f"{layer.upper()} AE {label}", decode_features(inv, feats)))
+    if not rows:
+        return None
+    cap = (
+        "Images from random feature vectors: per-dimension histograms and truncated "
+        f"Gaussians fitted to training features (fixed AlexNet and autoencoders). {note}"
+    )
+    path = figures.random_samples(
+        rows,
+        out / "fig8_random_features.png",
+        caption=cap,
+        title="Figs. 8–10: images from random feature vectors",
+    )
+    return cap, path
+
+
+#: every figure, in the report's order
+FIGURES = (
+    fig1_shallow,
+    fig2_alexnet,
+    fig3_dark_knowledge,
+    fig4_single_neurons,
+    fig5_methods,
+    fig6_interpolation,
+    fig7_interpolation_ae,
+    fig8_random_features,
+)
+
+
+def make_figures(
+    *, inputs: FigureInputs, out: str | Path, params: FigureParams | None = None
+) -> list[tuple[str, Path]]:
+    """Render every figure whose inputs exist; returns ``(caption, png)`` pairs in order.
+
+    Also writes ``out/captions.json`` (the pairs, for the report) and ``out/same_images.json``
+    (:func:`same_images`).
+    """
+    p = params or FigureParams()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    note = _caption(inputs, _random_weights(inputs))
+    made: list[tuple[str, Path]] = []
+    for figure in FIGURES:
+        # Fig. 1 involves no AlexNet: its caption says nothing of the weights
+        result = figure(inputs, p, out, _caption(inputs, False) if figure is fig1_shallow else note)
+        if result is not None:
+            made.append(result)
+            log.info("figure %s", result[1])
+    (out / SAME_IMAGES).write_text(json.dumps(same_images(inputs), indent=2) + "\n")
     manifest = [[caption, path.name] for caption, path in made]
     (out / CAPTIONS).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return made
-
-
-def make_report(
-    *,
-    metrics: str | Path,
-    figures_dir: str | Path,
-    out: str | Path,
-    provenance: dict[str, Any],
-    figure_list: list[tuple[str, Path]] | None = None,
-    run: str = "",
-) -> Path:
-    """Gather ``metrics/eval/*.json``, the figures and the loss curves into an HTML report.
-
-    ``run`` is the run's name (``report.run``), shown under the title.
-    """
-    from pipeline.report import write_report
-
-    metrics = Path(metrics)
-    rows: list[dict[str, Any]] = []
-    same_path = Path(figures_dir) / SAME_IMAGES
-    same = json.loads(same_path.read_text()) if same_path.is_file() else {}
-    evals = {p.stem: json.loads(p.read_text()) for p in sorted((metrics / "eval").glob("*.json"))}
-    photos = {
-        p.stem: json.loads(p.read_text()) for p in sorted((metrics / "photos").glob("*.json"))
-    }
-    for name in [*SHALLOW, *ALEXNET]:
-        for key in (name, f"ae_{name}"):
-            m = evals.get(key)
-            if m is None:
-                continue
-            mv = evals.get(f"mv_{name}")
-            new = photos.get(key, {})
-            rows.append(
-                {
-                    "target": name,
-                    "mode": m["mode"],
-                    "ours": m["normalised_error"],
-                    "paper": PAPER_ERRORS.get(name) if m["mode"] == "fixed" else None,
-                    "ssim": m["ssim"],
-                    "psnr": m["psnr"],
-                    "baseline": mv["normalised_error"] if mv and key == name else None,
-                    "baseline_images": mv.get("images") if mv and key == name else None,
-                    "interval_low": m.get("interval_low"),
-                    "interval_high": m.get("interval_high"),
-                    "ours_same": same.get(name, {}).get("ours") if key == name else None,
-                    "mean_image": m.get("mean_image"),
-                    "nearest_neighbour": m.get("nearest_neighbour"),
-                    "images": m.get("images"),
-                    "photos": new.get("normalised_error"),
-                    "photos_mean_image": new.get("mean_image"),
-                    "photos_images": new.get("images"),
-                    "undertrained": undertrained(evals, key),
-                }
-            )
-    curves = {}
-    for csv in sorted((metrics.parent / "plots" / "train").glob("*.csv")):
-        data = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
-        if len(data):
-            curves[csv.stem] = (data[:, 0], data[:, 1])
-    loss = None
-    if curves:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        path = figures.loss_curves(
-            curves,
-            Path(out) / "loss_curves.png",  # the report's own file: figures/ is another stage's
-            caption="Training loss (pixel MSE) per target.",
-        )
-        loss = ("Training loss (pixel MSE) per target.", path)
-    if figure_list is not None:
-        figs = figure_list
-    elif (Path(figures_dir) / CAPTIONS).is_file():  # written by `invert figures`
-        manifest = json.loads((Path(figures_dir) / CAPTIONS).read_text())
-        figs = [(c, Path(figures_dir) / name) for c, name in manifest]
-    else:
-        figs = [(p.stem.replace("_", " "), p) for p in sorted(Path(figures_dir).glob("fig*.png"))]
-    notes = [
-        "Normalised error: mean ||x - x̂|| over test images divided by the mean distance between "
-        "two distinct test images (docs/method.md §6). With the embedded default's three test "
-        "photographs the denominator is small, so the figures are not comparable with the "
-        "paper's ImageNet values.",
-        "New photos: the same decoder on crops of photographs in neither split "
-        "(prepare.holdout_photos, `invert evaluate --photos`), beside the training-mean image "
-        "on those crops.",
-    ]
-    return write_report(
-        out,
-        title="Inverting visual representations — reproduction report",
-        error_table=rows,
-        figures=figs,
-        provenance=provenance,
-        notes=notes,
-        loss_figure=loss,
-        findings=findings(evals, photos),
-        run=run,
-    )
-
-
-def findings(
-    evals: dict[str, dict[str, Any]], photos: dict[str, dict[str, Any]] | None = None
-) -> list[str]:
-    """One sentence per decoder: does it beat the trivial baselines on the test images?
-
-    Parameters
-    ----------
-    evals : dict
-        Metrics file stem (``hog``, ``ae_conv5``, ``mv_fc8``) -> its evaluation metrics.
-    photos : dict, optional
-        The same for the new photographs (``invert evaluate --photos``).
-    """
-    photos = photos or {}
-    out = []
-    for name in [*SHALLOW, *ALEXNET]:
-        for key, what in ((name, "decoder"), (f"ae_{name}", "autoencoder")):
-            m = evals.get(key)
-            if m is None or "mean_image" not in m:
-                continue
-            err, mean, nn = m["normalised_error"], m["mean_image"], m["nearest_neighbour"]
-            head = f"{name.upper()} {what}: {err:.3f} on {m['images']} test images"
-            high = m.get("interval_high")
-            if err >= mean:
-                verdict = (
-                    f"no better than the training-mean image ({mean:.3f}): its reconstructions "
-                    "carry nothing of the features"
-                )
-            elif high is not None and high >= mean:
-                verdict = (
-                    f"below the training-mean image ({mean:.3f}) but inside its own 95% interval "
-                    f"[{m['interval_low']:.3f}, {high:.3f}]: not a clear difference"
-                )
-            elif err >= nn:
-                verdict = (
-                    f"beats the mean image ({mean:.3f}) but not the nearest training image in "
-                    f"feature space ({nn:.3f}): it recalls training images rather than inverting"
-                )
-            else:
-                verdict = f"beats the mean image ({mean:.3f}) and the nearest neighbour ({nn:.3f})"
-            new = photos.get(key)
-            if new is not None and new.get("mean_image"):
-                ratio = new["normalised_error"] / new["mean_image"]
-                verdict += (
-                    f"; on {new['images']} crops of new photographs {new['normalised_error']:.3f}"
-                    f" against the mean image's {new['mean_image']:.3f} ({ratio:.2f}x)"
-                )
-            if undertrained(evals, key):
-                verdict += (
-                    f" (undertrained: {evals[key]['steps']} steps against the decoder's "
-                    f"{evals[name]['steps']})"
-                )
-            out.append(f"{head} — {verdict}.")
-    return out

@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "score": "stages.score:score",
     "baseline": "stages.baseline:baseline",
     "figures": "stages.figures:figures",
-    "report": "stages.figures:report",
+    "report": "stages.report:report",
     "table": "stages.table:table",
     "export": "stages.interchange:export",
     "import": "stages.interchange:import_",

@@ -99,6 +99,38 @@ def run(image_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _figure_inputs(run: Path) -> list[str]:
+    """The path options of `invert figures` for the fixture's run (as dvc.yaml passes them)."""
+    return [
+        "--features",
+        str(run / "features" / "alexnet" / "{name}.zarr"),
+        "--decoders",
+        str(run / "models" / "{name}" / "model.pt"),
+        "--autoencoders",
+        str(run / "models" / "ae_{name}" / "model.pt"),
+        "--reconstructions",
+        str(run / "recs" / "{name}.zarr"),
+        "--ae-reconstructions",
+        str(run / "recs" / "ae_{name}.zarr"),
+        "--mv-reconstructions",
+        str(run / "recs" / "mv_{name}.zarr"),
+    ]
+
+
+def _report_inputs(run: Path) -> list[str]:
+    """The path options of `invert report` for the fixture's run."""
+    options = {
+        "--metrics": "metrics/eval/{name}.json",
+        "--ae-metrics": "metrics/eval/ae_{name}.json",
+        "--mv-metrics": "metrics/eval/mv_{name}.json",
+        "--photo-metrics": "metrics/photos/{name}.json",
+        "--ae-photo-metrics": "metrics/photos/ae_{name}.json",
+        "--loss-curves": "plots/train/{name}.csv",
+        "--ae-loss-curves": "plots/train/ae_{name}.csv",
+    }
+    return [arg for option, path in options.items() for arg in (option, str(run / path))]
+
+
 def test_normalised_error_definition() -> None:
     rng = np.random.default_rng(0)
     x = rng.random((5, 8, 8, 3))
@@ -145,12 +177,7 @@ def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> Non
             "figures",
             "--images",
             str(image_store),
-            "--features",
-            str(run / "features"),
-            "--models",
-            str(run / "models"),
-            "--reconstructions",
-            str(run / "recs"),
+            *_figure_inputs(run),
             "--out",
             str(tmp_path / "figs"),
             "--params",
@@ -165,12 +192,7 @@ def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> Non
             "figures",
             "--images",
             str(image_store),
-            "--features",
-            str(run / "features"),
-            "--models",
-            str(run / "models"),
-            "--reconstructions",
-            str(run / "recs"),
+            *_figure_inputs(run),
             "--out",
             str(tmp_path / "figs"),
             "--params",
@@ -205,10 +227,9 @@ def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> Non
             "report",
             "--images",
             str(image_store),
-            "--features",
-            str(run / "features"),
-            "--metrics",
-            str(run / "metrics"),
+            "--alexnet-store",
+            str(run / "features" / "alexnet" / "conv5.zarr"),
+            *_report_inputs(run),
             "--figures",
             str(tmp_path / "figs"),
             "--out",

@@ -249,7 +249,7 @@ def test_screenshot_script_needs_a_report(tmp_path: Path) -> None:
 
 
 def test_findings_say_which_decoders_beat_the_trivial_baselines() -> None:
-    from pipeline.paper import findings
+    from pipeline.run_report import findings
 
     evals = {
         "hog": {"normalised_error": 0.6, "images": 64, "mean_image": 0.8, "nearest_neighbour": 0.7},

@@ -1,0 +1,109 @@
+"""``invert report``: the HTML report of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.config import parse
+from pipeline.report import ReportParams
+from pipeline.run_report import ReportInputs, make_report, run_provenance
+from stages.common import params_option, read_section, reports_errors
+
+
+def _template(help_text: str) -> str:
+    return help_text + " A path template: {name} stands for the target; a missing file is left out."
+
+
+@click.command()
+@click.option("--images", required=True, type=click.Path(file_okay=False), help="Image store.")
+@click.option(
+    "--alexnet-store",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="One AlexNet feature store, e.g. cache/features/alexnet/conv1.zarr: the report shows "
+    "its network parameters and weights (left out where absent).",
+)
+@click.option(
+    "--metrics",
+    required=True,
+    help=_template("The decoders' test metrics, e.g. metrics/eval/{name}.json."),
+)
+@click.option(
+    "--ae-metrics",
+    required=True,
+    help=_template("The autoencoders' ones, e.g. metrics/eval/ae_{name}.json."),
+)
+@click.option(
+    "--mv-metrics",
+    required=True,
+    help=_template(
+        "Those of the optimisation-based inversion [1], e.g. metrics/eval/mv_{name}.json."
+    ),
+)
+@click.option(
+    "--photo-metrics",
+    required=True,
+    help=_template("The decoders on new photographs, e.g. metrics/photos/{name}.json."),
+)
+@click.option(
+    "--ae-photo-metrics",
+    required=True,
+    help=_template("The autoencoders on them, e.g. metrics/photos/ae_{name}.json."),
+)
+@click.option(
+    "--loss-curves",
+    required=True,
+    help=_template("The decoders' training loss logs, e.g. plots/train/{name}.csv."),
+)
+@click.option(
+    "--ae-loss-curves",
+    required=True,
+    help=_template("The autoencoders' ones, e.g. plots/train/ae_{name}.csv."),
+)
+@click.option(
+    "--figures",
+    "figures_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Figure folder made by `invert figures`.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@params_option
+@reports_errors
+def report(
+    images: str,
+    alexnet_store: str | None,
+    metrics: str,
+    ae_metrics: str,
+    mv_metrics: str,
+    photo_metrics: str,
+    ae_photo_metrics: str,
+    loss_curves: str,
+    ae_loss_curves: str,
+    figures_dir: str,
+    out: str,
+    params_file: str,
+) -> None:
+    """Write OUT/index.html: the error table beside the paper's values, every figure, the
+    loss curves and how the run was made (data, weights, the whole params file).
+
+    Reads the `report` section of the params file (`run`: the name shown under the title).
+    """
+    run = parse(ReportParams, read_section(params_file, "report"), section="report").run
+    inputs = ReportInputs(
+        metrics=metrics,
+        ae_metrics=ae_metrics,
+        mv_metrics=mv_metrics,
+        photo_metrics=photo_metrics,
+        ae_photo_metrics=ae_photo_metrics,
+        loss_curves=loss_curves,
+        ae_loss_curves=ae_loss_curves,
+        figures=Path(figures_dir),
+    )
+    prov = run_provenance(images, alexnet_store, params_file)
+    path = make_report(inputs=inputs, out=out, provenance=prov, run=run)
+    click.echo(f"report: {path}")
+    click.echo(json.dumps({"random_weights": bool(prov.get("alexnet", {}).get("random_weights"))}))
