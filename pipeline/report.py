@@ -359,6 +359,84 @@ def _figure_html(number: int, caption: str, link: str) -> str:
     )
 
 
+def _head_html(title: str, run: str) -> list[str]:
+    """The page's lines from ``<!DOCTYPE html>`` to the subtitle and, if given, the run's name."""
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'>",
+        "<head>",
+        "<meta charset='utf-8'>",
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_e(title)}</h1>",
+        "<p class='subtitle'>Reproduction of A. Dosovitskiy and T. Brox, “Inverting Visual "
+        "Representations with Convolutional Networks”, CVPR 2016.</p>",
+    ]
+    if run:
+        parts.append(f"<p class='run' id='run'>This run: <strong>{_e(run)}</strong></p>")
+    return parts
+
+
+def _warning_html(warnings: Sequence[str]) -> list[str]:
+    """The banner of :func:`provenance_warnings`' messages; no lines when there are none."""
+    if not warnings:
+        return []
+    return [
+        "<div class='warning' id='warning' role='alert'>",
+        "<strong>⚠ This run does not reproduce the paper</strong>",
+        *(f"<p>{_e(w)}</p>" for w in warnings),
+        "</div>",
+    ]
+
+
+def _errors_section(rows: Sequence[Mapping[str, Any]], findings: Sequence[str]) -> list[str]:
+    """The "Reconstruction error" section: the table (parsed rows) and its footnote, findings."""
+    parts = ["<h2 id='errors'>Reconstruction error</h2>"]
+    if rows:
+        parts.append(_table_html(rows))
+        parts.append(
+            "<p class='footnote'>Normalised error: the mean over test images of "
+            "‖x − x̂‖₂, divided by the mean ‖x<sub>i</sub> − x<sub>j</sub>‖₂ over pairs of "
+            "distinct test images (lower is better). “Paper”: the value of Dosovitskiy &amp; "
+            "Brox (2016); “M&amp;V [1]”: the optimisation-based inversion of Mahendran &amp; "
+            "Vedaldi (CVPR 2015), run on the first few test images; “ours on [1]'s images”: "
+            "the decoder scored on exactly those images, with the same denominator. "
+            "n: test images scored. Mean image, nearest nb.: the "
+            "training-mean image, and the training image whose features are nearest, scored "
+            "on the same test images — what a decoder must beat to show it learnt anything. "
+            "Red: ours is higher than the paper's, green: lower.</p>"
+        )
+    else:
+        parts.append("<p>No errors were measured in this run.</p>")
+    if findings:
+        parts.append("<h3 id='findings'>What this run shows</h3>")
+        parts.append("<ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>")
+    return parts
+
+
+def _figures_section(shown: Sequence[tuple[str, str]], loss: tuple[str, str] | None) -> list[str]:
+    """The "Figures" section of (caption, link) pairs, then "Training" with the loss plot."""
+    parts = ["<h2 id='figures'>Figures</h2>"]
+    if not shown:
+        parts.append("<p>No figures were rendered in this run.</p>")
+    parts += [_figure_html(i + 1, c, link) for i, (c, link) in enumerate(shown)]
+    if loss is not None:
+        parts.append("<h2 id='training'>Training</h2>")
+        parts.append(_figure_html(len(shown) + 1, *loss))
+    return parts
+
+
+def _provenance_section(provenance: Mapping[str, Any]) -> list[str]:
+    """The "How this run was made" section: one term and value per provenance key."""
+    parts = ["<h2 id='provenance'>How this run was made</h2>", "<dl>"]
+    for key, value in provenance.items():
+        parts.append(f"<dt>{_e(key)}</dt><dd>{_value_html(value)}</dd>")
+    parts.append("</dl>")
+    return parts
+
+
 def write_report(
     out_dir: str | Path,
     *,
@@ -421,68 +499,15 @@ def write_report(
     all_figures = list(figures) + ([loss_figure] if loss_figure is not None else [])
     placed = _place_figures(all_figures, out_dir)
     shown, loss = (placed[:-1], placed[-1]) if loss_figure is not None else (placed, None)
-    warnings = provenance_warnings(provenance)
 
-    parts = [
-        "<!DOCTYPE html>",
-        "<html lang='en'>",
-        "<head>",
-        "<meta charset='utf-8'>",
-        f"<title>{_e(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{_e(title)}</h1>",
-        "<p class='subtitle'>Reproduction of A. Dosovitskiy and T. Brox, “Inverting Visual "
-        "Representations with Convolutional Networks”, CVPR 2016.</p>",
-    ]
-    if run:
-        parts.append(f"<p class='run' id='run'>This run: <strong>{_e(run)}</strong></p>")
-    if warnings:
-        parts.append("<div class='warning' id='warning' role='alert'>")
-        parts.append("<strong>⚠ This run does not reproduce the paper</strong>")
-        parts += [f"<p>{_e(w)}</p>" for w in warnings]
-        parts.append("</div>")
-
-    parts.append("<h2 id='errors'>Reconstruction error</h2>")
-    if rows:
-        parts.append(_table_html(rows))
-        parts.append(
-            "<p class='footnote'>Normalised error: the mean over test images of "
-            "‖x − x̂‖₂, divided by the mean ‖x<sub>i</sub> − x<sub>j</sub>‖₂ over pairs of "
-            "distinct test images (lower is better). “Paper”: the value of Dosovitskiy &amp; "
-            "Brox (2016); “M&amp;V [1]”: the optimisation-based inversion of Mahendran &amp; "
-            "Vedaldi (CVPR 2015), run on the first few test images; “ours on [1]'s images”: "
-            "the decoder scored on exactly those images, with the same denominator. "
-            "n: test images scored. Mean image, nearest nb.: the "
-            "training-mean image, and the training image whose features are nearest, scored "
-            "on the same test images — what a decoder must beat to show it learnt anything. "
-            "Red: ours is higher than the paper's, green: lower.</p>"
-        )
-    else:
-        parts.append("<p>No errors were measured in this run.</p>")
-    if findings:
-        parts.append("<h3 id='findings'>What this run shows</h3>")
-        parts.append("<ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>")
-
-    parts.append("<h2 id='figures'>Figures</h2>")
-    if not shown:
-        parts.append("<p>No figures were rendered in this run.</p>")
-    parts += [_figure_html(i + 1, c, link) for i, (c, link) in enumerate(shown)]
-
-    if loss is not None:
-        parts.append("<h2 id='training'>Training</h2>")
-        parts.append(_figure_html(len(shown) + 1, *loss))
-
+    parts = _head_html(title, run)
+    parts += _warning_html(provenance_warnings(provenance))
+    parts += _errors_section(rows, findings)
+    parts += _figures_section(shown, loss)
     if notes:
         parts.append("<h2 id='notes'>Notes</h2>")
         parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
-
-    parts.append("<h2 id='provenance'>How this run was made</h2>")
-    parts.append("<dl>")
-    for key, value in provenance.items():
-        parts.append(f"<dt>{_e(key)}</dt><dd>{_value_html(value)}</dd>")
-    parts.append("</dl>")
+    parts += _provenance_section(provenance)
     parts += ["</body>", "</html>", ""]
 
     index = out_dir / "index.html"
