@@ -54,7 +54,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
-from matplotlib.transforms import IdentityTransform
 
 from pipeline.errors import ConfigError
 from pipeline.grids import (
@@ -69,6 +68,7 @@ from pipeline.grids import (
     TITLE_PT,
     Grid,
     Typesetter,
+    draw_line,
     fit_row,
     fit_to_cell,
     parse_images,
@@ -393,6 +393,75 @@ def random_samples(
     return render_grid(grid, out, title=title, caption=caption)
 
 
+def _parse_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each curve as (name, (T',) steps, (T',) losses): finite positive points, by step.
+
+    Raises
+    ------
+    ConfigError
+        No curves, steps and losses that are not 1-D of one length, or a curve with no
+        finite positive loss.
+    """
+    if len(curves) == 0:
+        raise ConfigError("curves is empty; pass at least one target's (steps, losses)")
+    parsed: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for name, pair in curves.items():
+        if len(pair) != 2:
+            raise ConfigError(f"curve {name!r}: expected a (steps, losses) pair")
+        steps = np.asarray(pair[0], dtype=np.float64)
+        losses = np.asarray(pair[1], dtype=np.float64)
+        if steps.ndim != 1 or steps.shape != losses.shape:
+            raise ConfigError(
+                f"curve {name!r}: steps {steps.shape} and losses {losses.shape} must be 1-D "
+                "arrays of the same length"
+            )
+        keep = np.isfinite(steps) & np.isfinite(losses) & (losses > 0)
+        if not keep.any():
+            raise ConfigError(
+                f"curve {name!r} has no finite positive loss to draw on a log axis; check the "
+                "training log"
+            )
+        order = np.argsort(steps[keep], kind="stable")
+        parsed.append((str(name), steps[keep][order], losses[keep][order]))
+    return parsed
+
+
+def _loss_panel(
+    fig: Figure,
+    ts: Typesetter,
+    curve: tuple[str, np.ndarray, np.ndarray],
+    box: tuple[float, float, float, float],
+    size: tuple[int, int],
+) -> None:
+    """Draw one target's (name, steps, losses) on log-y axes inside a panel of ``fig``.
+
+    ``box`` is the panel's (left, top, width, height) and ``size`` the figure's (width,
+    height), in pixels with y measured down from the figure's top.
+    """
+    name, steps, losses = curve
+    cell_x, cell_y, cell_w, panel_h = box
+    width, height = size
+    left, right, top, bottom = 64, 12, 26, 30  # margins inside a panel
+    x0, y0 = cell_x + left, cell_y + top
+    ax_w, ax_h = cell_w - left - right, panel_h - top - bottom
+    ax = fig.add_axes((x0 / width, (height - y0 - ax_h) / height, ax_w / width, ax_h / height))
+    ax.plot(steps, losses, color="C0", linewidth=1.4, marker="o" if len(steps) == 1 else None)
+    ax.set_yscale("log")
+    ax.set_title(f"{name} (last {losses[-1]:.4g})", fontproperties=ts.font(CELL_LABEL_PT + 1, True))
+    ax.grid(True, which="major", color="0.85", linewidth=0.6)
+    # plain numbers ("0.05"), not mathtext powers in another font; minor ticks labelled
+    # only where the axis spans less than a decade, or they collide
+    ymin, ymax = ax.get_ylim()
+    one_decade = math.log10(ymax / ymin) < 1.0
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _, d=one_decade: f"{v:.3g}" if d and _mantissa(v) in (2, 5) else "")
+    )
+    ax.tick_params(which="both", labelsize=CELL_LABEL_PT, labelfontfamily=FONT_FAMILY)
+
+
 def loss_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     out: str | Path,
@@ -427,27 +496,7 @@ def loss_curves(
         finite positive loss.
     """
     out = parse_out(out)
-    if len(curves) == 0:
-        raise ConfigError("curves is empty; pass at least one target's (steps, losses)")
-    parsed: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for name, pair in curves.items():
-        if len(pair) != 2:
-            raise ConfigError(f"curve {name!r}: expected a (steps, losses) pair")
-        steps = np.asarray(pair[0], dtype=np.float64)
-        losses = np.asarray(pair[1], dtype=np.float64)
-        if steps.ndim != 1 or steps.shape != losses.shape:
-            raise ConfigError(
-                f"curve {name!r}: steps {steps.shape} and losses {losses.shape} must be 1-D "
-                "arrays of the same length"
-            )
-        keep = np.isfinite(steps) & np.isfinite(losses) & (losses > 0)
-        if not keep.any():
-            raise ConfigError(
-                f"curve {name!r} has no finite positive loss to draw on a log axis; check the "
-                "training log"
-            )
-        order = np.argsort(steps[keep], kind="stable")
-        parsed.append((str(name), steps[keep][order], losses[keep][order]))
+    parsed = _parse_curves(curves)
 
     ts = Typesetter(DPI)
     cols = min(4, len(parsed))
@@ -455,7 +504,6 @@ def loss_curves(
     panel_w, panel_h = 270, 200  # pixels per panel: one small multiple per target
     width = max(1080, cols * panel_w)
     plot_h = rows * panel_h + 40  # + the shared x label
-    left, right, top, bottom = 64, 12, 26, 30  # margins inside a panel
     title_lines = ts.wrap(title, width - 2 * PAD_PX, TITLE_PT, bold=True)
     lh_title = ts.line_height(TITLE_PT)
     title_h = math.ceil(len(title_lines) * lh_title + 6) if title_lines else 0
@@ -467,55 +515,22 @@ def loss_curves(
     fig = Figure(figsize=((width + 0.01) / DPI, (height + 0.01) / DPI), dpi=DPI, facecolor="w")
     FigureCanvasAgg(fig)
     cell_w = width / cols
-    font = ts.font(LABEL_PT)
-    for i, (name, steps, losses) in enumerate(parsed):
+    for i, curve in enumerate(parsed):
         r, c = divmod(i, cols)
-        x0, y0 = c * cell_w + left, PAD_PX + title_h + r * panel_h + top
-        ax_w, ax_h = cell_w - left - right, panel_h - top - bottom
-        ax = fig.add_axes((x0 / width, (height - y0 - ax_h) / height, ax_w / width, ax_h / height))
-        ax.plot(steps, losses, color="C0", linewidth=1.4, marker="o" if len(steps) == 1 else None)
-        ax.set_yscale("log")
-        ax.set_title(
-            f"{name} (last {losses[-1]:.4g})", fontproperties=ts.font(CELL_LABEL_PT + 1, True)
-        )
-        ax.grid(True, which="major", color="0.85", linewidth=0.6)
-        # plain numbers ("0.05"), not mathtext powers in another font; minor ticks labelled
-        # only where the axis spans less than a decade, or they collide
-        ymin, ymax = ax.get_ylim()
-        one_decade = math.log10(ymax / ymin) < 1.0
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.yaxis.set_minor_formatter(
-            FuncFormatter(
-                lambda v, _, d=one_decade: f"{v:.3g}" if d and _mantissa(v) in (2, 5) else ""
-            )
-        )
-        ax.tick_params(which="both", labelsize=CELL_LABEL_PT, labelfontfamily=FONT_FAMILY)
-    fig.text(
-        width / 2,
-        height - (PAD_PX + title_h + rows * panel_h + 8),
+        box = (c * cell_w, PAD_PX + title_h + r * panel_h, cell_w, panel_h)
+        _loss_panel(fig, ts, curve, box, (width, height))
+    draw_line(
+        fig,
+        height,
+        (width / 2, PAD_PX + title_h + rows * panel_h + 8),
         "training step (x) — training loss, pixel MSE, log scale (y); one panel per decoder",
-        transform=IdentityTransform(),
-        fontproperties=font,
-        ha="center",
-        va="top",
-        parse_math=False,
+        ts.font(LABEL_PT),
+        "center",
     )
-
-    def text(y: float, s: str, size: float, x: float, ha: str, bold: bool = False) -> None:
-        fig.text(
-            x,
-            height - y,
-            s,
-            transform=IdentityTransform(),
-            fontproperties=ts.font(size, bold),
-            ha=ha,
-            va="top",
-            parse_math=False,
-        )
-
     for k, line in enumerate(title_lines):
-        text(PAD_PX + k * lh_title, line, TITLE_PT, width / 2, "center", bold=True)
+        title_xy = (width / 2, PAD_PX + k * lh_title)
+        draw_line(fig, height, title_xy, line, ts.font(TITLE_PT, True), "center")
     cap_y = PAD_PX + title_h + plot_h
     for k, line in enumerate(caption_lines):
-        text(cap_y + k * lh_caption, line, CAPTION_PT, PAD_PX, "left")
+        draw_line(fig, height, (PAD_PX, cap_y + k * lh_caption), line, ts.font(CAPTION_PT), "left")
     return save(fig, out)

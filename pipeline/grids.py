@@ -36,6 +36,7 @@ __all__ = [
     "TITLE_PT",
     "Grid",
     "Typesetter",
+    "draw_line",
     "fit_row",
     "fit_to_cell",
     "parse_images",
@@ -226,21 +227,26 @@ class Grid:
     group_after: frozenset[int] = frozenset()  # columns followed by GROUP_GAP_PX
 
 
-def render_grid(grid: Grid, out: Path, *, title: str, caption: str) -> Path:
-    """Lay out and draw ``grid`` in pixels, then save it as a PNG."""
-    ts = Typesetter(DPI)
-    p, g = CELL_PX, GAP_PX
-    nrows = len(grid.cells)
-    ncols = max(len(row) for row in grid.cells)
+@dataclass(frozen=True)
+class _Labels:
+    """Every label of a :class:`Grid`, wrapped into lines, and the room they take (pixels)."""
 
-    # columns: x offsets from the grid's left edge
-    col_x = [0]
-    for j in range(1, ncols):
-        col_x.append(col_x[-1] + p + (GROUP_GAP_PX if j - 1 in grid.group_after else g))
-    grid_w = col_x[-1] + p
+    col: list[list[str]]  # per column, its lines above the grid
+    side_header: list[str]  # lines above the side text blocks
+    row: list[list[str]]  # per row, its lines left of the grid
+    cell: list[list[list[str]]]  # per row and cell, its lines under the image
+    side: list[list[str]]  # per row, its lines right of the grid
+    header_h: int  # height of the column labels above the grid
+    left_w: int  # width of the row labels left of the grid
+    row_h: int  # height of a row: the cell and its labels
+    side_w: int  # width of the side text blocks right of the grid
 
+
+def _wrap_labels(grid: Grid, ts: Typesetter) -> _Labels:
+    """Wrap and clip every label of ``grid`` and measure the room each kind takes."""
+    p = CELL_PX
     lh_label = ts.line_height(LABEL_PT)
-    col_lines = [ts.wrap(s, p + g, LABEL_PT, max_lines=2) for s in grid.col_labels or []]
+    col_lines = [ts.wrap(s, p + GAP_PX, LABEL_PT, max_lines=2) for s in grid.col_labels or []]
     side_header = ts.wrap(grid.side_header, 2.5 * p, LABEL_PT, max_lines=2)
     header_lines = max([len(s) for s in col_lines] + [len(side_header), 0])
     header_h = math.ceil(header_lines * lh_label + 4) if header_lines else 0
@@ -267,10 +273,84 @@ def render_grid(grid: Grid, out: Path, *, title: str, caption: str) -> Path:
         + [0.0]
     )
     side_w = math.ceil(side_text_w + 12) if side_text_w else 0
+    return _Labels(
+        col_lines, side_header, row_lines, cell_lines, side_lines, header_h, left_w, row_h, side_w
+    )
 
-    content_w = left_w + grid_w + side_w
+
+def draw_line(
+    fig: Figure, height: int, xy: tuple[float, float], s: str, font: FontProperties, ha: str
+) -> None:
+    """Draw one line of text with its top at ``xy``, y measured down from the top of ``fig``.
+
+    ``height`` is the figure's height in pixels; ``ha`` the horizontal alignment at x.
+    """
+    x, y = xy
+    fig.text(
+        x,
+        height - y,
+        s,
+        transform=IdentityTransform(),
+        fontproperties=font,
+        ha=ha,
+        va="top",
+        parse_math=False,
+    )
+
+
+def _draw_rows(
+    fig: Figure,
+    ts: Typesetter,
+    grid: Grid,
+    labels: _Labels,
+    col_x: list[int],
+    origin: tuple[int, int],
+    height: int,
+) -> None:
+    """Paste each row's cells at ``col_x`` from the grid's top-left ``origin``, and its labels."""
+    p, g = CELL_PX, GAP_PX
+    x0, y0 = origin
+    lh_label, lh_cell = ts.line_height(LABEL_PT), ts.line_height(CELL_LABEL_PT)
+    label_font, cell_font = ts.font(LABEL_PT), ts.font(CELL_LABEL_PT)
+    side_x = x0 + (col_x[-1] + p) + 12
+    for r, row in enumerate(grid.cells):
+        y = y0 + r * (labels.row_h + g)
+        for c, cell in enumerate(row):
+            if cell is not None:
+                fig.figimage(cell, xo=x0 + col_x[c], yo=height - y - p, origin="upper")
+        if labels.row:
+            lines = labels.row[r]
+            top = y + p / 2 - len(lines) * lh_label / 2
+            for k, line in enumerate(lines):
+                draw_line(fig, height, (x0 - 10, top + k * lh_label), line, label_font, "right")
+        if labels.cell:
+            for c, lines in enumerate(labels.cell[r]):
+                for k, line in enumerate(lines):
+                    xy = (x0 + col_x[c] + p / 2, y + p + 2 + k * lh_cell)
+                    draw_line(fig, height, xy, line, cell_font, "center")
+        if labels.side:
+            for k, line in enumerate(labels.side[r]):
+                draw_line(fig, height, (side_x, y + k * lh_label), line, label_font, "left")
+
+
+def render_grid(grid: Grid, out: Path, *, title: str, caption: str) -> Path:
+    """Lay out and draw ``grid`` in pixels, then save it as a PNG."""
+    ts = Typesetter(DPI)
+    p, g = CELL_PX, GAP_PX
+    nrows = len(grid.cells)
+    ncols = max(len(row) for row in grid.cells)
+
+    # columns: x offsets from the grid's left edge
+    col_x = [0]
+    for j in range(1, ncols):
+        col_x.append(col_x[-1] + p + (GROUP_GAP_PX if j - 1 in grid.group_after else g))
+    grid_w = col_x[-1] + p
+    labels = _wrap_labels(grid, ts)
+    lh_label = ts.line_height(LABEL_PT)
+
+    content_w = labels.left_w + grid_w + labels.side_w
     width = max(2 * PAD_PX + content_w, MIN_WIDTH_PX)
-    x0 = (width - content_w) // 2 + left_w  # grid's left edge; narrow grids are centred
+    x0 = (width - content_w) // 2 + labels.left_w  # grid's left edge; narrow grids are centred
     text_w = width - 2 * PAD_PX
     title_lines = ts.wrap(title, text_w, TITLE_PT, bold=True)
     lh_title = ts.line_height(TITLE_PT)
@@ -278,8 +358,8 @@ def render_grid(grid: Grid, out: Path, *, title: str, caption: str) -> Path:
     caption_lines = ts.wrap(caption, text_w, CAPTION_PT)
     lh_caption = ts.line_height(CAPTION_PT)
     caption_h = math.ceil(len(caption_lines) * lh_caption) if caption_lines else 0
-    y0 = PAD_PX + title_h + header_h  # grid's top edge
-    grid_h = nrows * row_h + (nrows - 1) * g
+    y0 = PAD_PX + title_h + labels.header_h  # grid's top edge
+    grid_h = nrows * labels.row_h + (nrows - 1) * g
     height = y0 + grid_h + (10 if caption_lines else 0) + caption_h + PAD_PX
 
     # +0.01 px: Agg truncates width * dpi to an int; keep it from losing the last pixel
@@ -288,50 +368,18 @@ def render_grid(grid: Grid, out: Path, *, title: str, caption: str) -> Path:
 
     def text(x: float, y: float, s: str, size: float, ha: str, bold: bool = False) -> None:
         """Draw one line with its top at (x, y), y measured down from the figure's top."""
-        fig.text(
-            x,
-            height - y,
-            s,
-            transform=IdentityTransform(),
-            fontproperties=ts.font(size, bold),
-            ha=ha,
-            va="top",
-            parse_math=False,
-        )
+        draw_line(fig, height, (x, y), s, ts.font(size, bold), ha)
 
     for i, line in enumerate(title_lines):
         text(width / 2, PAD_PX + i * lh_title, line, TITLE_PT, "center", bold=True)
-    for j, lines in enumerate(col_lines):
+    for j, lines in enumerate(labels.col):
         top = y0 - 4 - len(lines) * lh_label
         for k, line in enumerate(lines):
             text(x0 + col_x[j] + p / 2, top + k * lh_label, line, LABEL_PT, "center")
     side_x = x0 + grid_w + 12
-    for k, line in enumerate(side_header):
-        text(side_x, y0 - 4 - (len(side_header) - k) * lh_label, line, LABEL_PT, "left")
-
-    for r, row in enumerate(grid.cells):
-        y = y0 + r * (row_h + g)
-        for c, cell in enumerate(row):
-            if cell is not None:
-                fig.figimage(cell, xo=x0 + col_x[c], yo=height - y - p, origin="upper")
-        if row_lines:
-            lines = row_lines[r]
-            top = y + p / 2 - len(lines) * lh_label / 2
-            for k, line in enumerate(lines):
-                text(x0 - 10, top + k * lh_label, line, LABEL_PT, "right")
-        if cell_lines:
-            for c, lines in enumerate(cell_lines[r]):
-                for k, line in enumerate(lines):
-                    text(
-                        x0 + col_x[c] + p / 2,
-                        y + p + 2 + k * lh_cell,
-                        line,
-                        CELL_LABEL_PT,
-                        "center",
-                    )
-        if side_lines:
-            for k, line in enumerate(side_lines[r]):
-                text(side_x, y + k * lh_label, line, LABEL_PT, "left")
+    for k, line in enumerate(labels.side_header):
+        text(side_x, y0 - 4 - (len(labels.side_header) - k) * lh_label, line, LABEL_PT, "left")
+    _draw_rows(fig, ts, grid, labels, col_x, (x0, y0), height)
 
     cap_y = y0 + grid_h + 10
     for k, line in enumerate(caption_lines):
