@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,12 @@ import numpy as np
 from pipeline import features
 from pipeline.config import as_dict, parse
 from pipeline.errors import ConfigError, ExtractionFailedError, StoreError
+from pipeline.features.base import Extractor
 from pipeline.provenance import feature_provenance
 from pipeline.runner import RunnerParams, run_shards
 from pipeline.store import (
     ArraySpec,
+    Store,
     StoreWriter,
     combine_hashes,
     content_digest,
@@ -143,6 +145,64 @@ def parse_extract_section(
     return runner, feature_params
 
 
+class _ShardOutputs:
+    """The output arrays of one shard, one per feature name, each made on first use."""
+
+    def __init__(
+        self, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype], valid: np.ndarray
+    ) -> None:
+        self.shapes = shapes  # name -> (n, C, h, w)
+        self.dtypes = dtypes
+        self.valid = valid  # (n,) bool: images to compute
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def out(self, name: str) -> np.ndarray:
+        """The shard's output array of ``name``, zero where an image is skipped."""
+        if name not in self.arrays:
+            self.arrays[name] = np.empty(self.shapes[name], self.dtypes[name])
+            self.arrays[name][~self.valid] = 0
+        return self.arrays[name]
+
+    def put(self, name: str, sel: slice | np.ndarray, value: np.ndarray, whole: bool) -> None:
+        """Store a batch's ``value`` at ``sel``; a ``whole`` shard's result is kept, no copy."""
+        if whole and value.shape == self.shapes[name] and value.dtype == self.dtypes[name]:
+            self.arrays[name] = value
+        else:
+            self.out(name)[sel] = value
+
+
+def _compute_batches(
+    images: np.ndarray,
+    todo: np.ndarray,
+    batch_size: int,
+    compute: Callable[[np.ndarray], dict[str, np.ndarray]],
+    outputs: _ShardOutputs,
+    fail: Callable[[int, Exception], None],
+) -> None:
+    """Run ``compute`` on the ``todo`` images of a shard batch by batch, into ``outputs``.
+
+    A batch that raises is computed again image by image; each image that still raises is
+    passed to ``fail`` with its index in the shard.
+    """
+    for b in range(0, len(todo), batch_size):
+        idx = todo[b : b + batch_size]
+        # a run of consecutive images is a slice (a view), not a gathered copy
+        sel: slice | np.ndarray = (
+            slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] == len(idx) - 1 else idx
+        )
+        whole = len(idx) == len(images)  # one batch is the whole shard: keep its result
+        try:
+            for name, value in compute(images[sel]).items():
+                outputs.put(name, sel, value, whole)
+        except Exception:  # isolate the failing image(s) below, then record them
+            for k in idx:
+                try:
+                    for name, value in compute(images[k : k + 1]).items():
+                        outputs.out(name)[k] = value[0]
+                except Exception as err:
+                    fail(int(k), err)
+
+
 def _extract_shard(
     index: int,
     *,
@@ -168,15 +228,7 @@ def _extract_shard(
     n, h, w = images.shape[:3]
     shapes = {name: (n, *e.output_shape(p, h, w)) for name, e in exts.items()}
     dtypes = {name: np.dtype(e.store_dtype(p)) for name, e in exts.items()}
-    outs: dict[str, np.ndarray] = {}
-
-    def out(name: str) -> np.ndarray:
-        """The shard's output array of ``name``, zero where an image is skipped."""
-        if name not in outs:
-            outs[name] = np.empty(shapes[name], dtypes[name])
-            outs[name][~valid] = 0
-        return outs[name]
-
+    outputs = _ShardOutputs(shapes, dtypes, valid)
     ok = valid.copy()
     failures: list[dict[str, Any]] = []
     first = exts[names[0]]
@@ -189,7 +241,7 @@ def _extract_shard(
     def fail(k: int, err: Exception) -> None:  # recorded per image in the store's attrs
         ok[k] = False
         for name in names:
-            out(name)[k] = 0
+            outputs.out(name)[k] = 0
         ids = store.array("ids")  # read only when needed (a whole-store array)
         failures.append(
             {
@@ -199,29 +251,9 @@ def _extract_shard(
             }
         )
 
-    todo = np.flatnonzero(valid)
-    for b in range(0, len(todo), batch_size):
-        idx = todo[b : b + batch_size]
-        # a run of consecutive images is a slice (a view), not a gathered copy
-        sel: slice | np.ndarray = (
-            slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] == len(idx) - 1 else idx
-        )
-        whole = len(idx) == n  # one batch is the whole shard: keep its result, no copy
-        try:
-            for name, value in compute(images[sel]).items():
-                if whole and value.shape == shapes[name] and value.dtype == dtypes[name]:
-                    outs[name] = value
-                else:
-                    out(name)[sel] = value
-        except Exception:  # isolate the failing image(s) below, then record them
-            for k in idx:
-                try:
-                    for name, value in compute(images[k : k + 1]).items():
-                        out(name)[k] = value[0]
-                except Exception as err:
-                    fail(int(k), err)
+    _compute_batches(images, np.flatnonzero(valid), batch_size, compute, outputs, fail)
     for name, scratch in targets.items():
-        result = out(name)
+        result = outputs.out(name)
         digest = content_digest(result, ok)
         write_shard(
             scratch,
@@ -256,6 +288,104 @@ def _check_failures(name: str, writer: StoreWriter, usable: int, max_rate: float
         f"First failures:\n  {first}\n"
         "Fix the cause and rerun: the shards without failures are kept."
     )
+
+
+def _check_one_family(names: list[str], exts: Mapping[str, Extractor]) -> None:
+    """Several features extract in one pass only as layers of one network (one family)."""
+    families = {e.family for e in exts.values()}
+    if len(names) > 1 and (len(families) != 1 or None in families):
+        raise ConfigError(
+            f"features {names} are not one family; extract them one at a time (a single pass "
+            f"serves several layers of one network only)"
+        )
+
+
+def _feature_arrays(
+    ext: Extractor, params: Any, run: ExtractParams, images: Store
+) -> list[ArraySpec]:
+    """The arrays of ``ext``'s feature store over ``images``, sharded as the image store."""
+    n, h, w = images.array("images").shape[:3]
+    shard = int(images.attrs["shard_size"])
+    shape = ext.output_shape(params, h, w)
+    return [
+        ArraySpec(
+            "features",
+            (n, *shape),
+            ext.store_dtype(params),
+            run.chunk_for(ext.codec, shard),
+            shard,
+            ("sample", *ext.dims),
+            codec=ext.codec,
+        ),
+        ArraySpec("valid", (n,), "uint8", shard, shard, ("sample",)),
+        ArraySpec("ids", (n,), "str", n, None, ("sample",)),
+        ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
+        ArraySpec("split", (n,), "uint8", n, None, ("sample",)),
+    ]
+
+
+def _open_images(images_path: str | Path) -> Store:
+    """The image store at ``images_path``, refused when it holds no usable image."""
+    images = open_store(images_path, kind="images")
+    if not images.array("valid")[:].any():
+        n = images.array("images").shape[0]
+        raise StoreError(
+            f"image store {str(images_path)!r} holds no usable image (all {n} skipped, see its "
+            "attrs 'skipped'); rebuild it from a source with readable images (invert prepare)"
+        )
+    return images
+
+
+def _shared_args(
+    images_path: str | Path, names: list[str], params: Any, batch_size: int, device: str
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`_extract_shard` common to every shard."""
+    return {
+        "images_path": str(Path(images_path).absolute()),
+        "names": list(names),
+        "params": as_dict(params),
+        "batch_size": batch_size,
+        "device": device,
+    }
+
+
+def _shard_tasks(
+    todo: Mapping[str, StoreWriter], shared: Mapping[str, Any]
+) -> dict[int, dict[str, Any]]:
+    """Keyword arguments of :func:`_extract_shard` for every shard some store of ``todo`` lacks.
+
+    ``shared`` holds the arguments common to all shards; each task adds its ``targets``
+    (name -> scratch folder of the stores lacking it) and its sample range.
+    """
+    pending: dict[int, dict[str, str]] = {}
+    for name, writer in todo.items():
+        for i in writer.pending_shards():
+            pending.setdefault(i, {})[name] = str(writer.scratch)
+    any_writer = next(iter(todo.values()))
+    tasks = {}
+    for i in sorted(pending):
+        start, stop = any_writer.shard_bounds(i)
+        tasks[i] = {**shared, "targets": pending[i], "start": start, "stop": stop}
+    return tasks
+
+
+def _finalize(name: str, ext: Extractor, writer: StoreWriter, params: Any, images: Store) -> Path:
+    """Log the first failures, copy the sample metadata and finalise ``name``'s store."""
+    meta = writer.shard_meta()
+    failures = [f for m in meta for f in m["failures"]]
+    for f in failures[:20]:
+        log.warning("extract %s failed on %s: %s", name, f["id"], f["error"])
+    for key in ("ids", "labels", "split"):
+        writer.copy_small(key, images)
+    content = combine_hashes([m["hash"] for m in meta])
+    attrs = {
+        "extractor": {"name": name, "version": ext.version, "description": ext.description},
+        "failures": failures,
+        "splits": images.attrs.get("splits"),
+        "random_weights": bool(ext.describe(params).get("random_weights", False)),
+    }
+    fingerprint = identity_of({"content": content, "identity": writer.identity})
+    return writer.finalize(fingerprint=fingerprint, attrs=attrs)
 
 
 def extract_store(
@@ -335,43 +465,16 @@ def extract_stores(
         The complete stores.
     """
     exts = {name: features.get(name) for name in names}
-    families = {e.family for e in exts.values()}
-    if len(names) > 1 and (len(families) != 1 or None in families):
-        raise ConfigError(
-            f"features {names} are not one family; extract them one at a time (a single pass "
-            f"serves several layers of one network only)"
-        )
+    _check_one_family(names, exts)
     first = exts[names[0]]
     params = params if params is not None else first.params_type()
     run = run or ExtractParams()
-    images = open_store(images_path, kind="images")
-    img = images.array("images")
-    n, h, w = img.shape[:3]
-    if not images.array("valid")[:].any():
-        raise StoreError(
-            f"image store {str(images_path)!r} holds no usable image (all {n} skipped, see its "
-            "attrs 'skipped'); rebuild it from a source with readable images (invert prepare)"
-        )
-    shard = int(images.attrs["shard_size"])
+    images = _open_images(images_path)
+    n = images.array("images").shape[0]
     with contextlib.ExitStack() as stack:
         writers: dict[str, StoreWriter] = {}
         for name, ext in exts.items():
-            shape = ext.output_shape(params, h, w)
-            arrays = [
-                ArraySpec(
-                    "features",
-                    (n, *shape),
-                    ext.store_dtype(params),
-                    run.chunk_for(ext.codec, shard),
-                    shard,
-                    ("sample", *ext.dims),
-                    codec=ext.codec,
-                ),
-                ArraySpec("valid", (n,), "uint8", shard, shard, ("sample",)),
-                ArraySpec("ids", (n,), "str", n, None, ("sample",)),
-                ArraySpec("labels", (n,), "int32", n, None, ("sample",)),
-                ArraySpec("split", (n,), "uint8", n, None, ("sample",)),
-            ]
+            arrays = _feature_arrays(ext, params, run, images)
             provenance = feature_provenance(name, params, images)
             writers[name] = stack.enter_context(
                 StoreWriter(outs[name], provenance, arrays, overwrite=overwrite, wait=wait)
@@ -380,29 +483,15 @@ def extract_stores(
         if not todo:
             log.info("%s up to date", ", ".join(str(w.out) for w in writers.values()))
             return {name: w.out for name, w in writers.items()}
-        pending: dict[int, dict[str, str]] = {}
-        for name, writer in todo.items():
-            for i in writer.pending_shards():
-                pending.setdefault(i, {})[name] = str(writer.scratch)
-        any_writer = next(iter(todo.values()))
         device = run.resolved_device()
-        shared = {
-            "images_path": str(Path(images_path).absolute()),
-            "names": list(names),
-            "params": as_dict(params),
-            "batch_size": run.runner.batch_size,
-            "device": device,
-        }
-        tasks = {}
-        for i in sorted(pending):
-            start, stop = any_writer.shard_bounds(i)
-            tasks[i] = {**shared, "targets": pending[i], "start": start, "stop": stop}
+        shared = _shared_args(images_path, names, params, run.runner.batch_size, device)
+        tasks = _shard_tasks(todo, shared)
         label = names[0] if len(names) == 1 else f"{first.family} ({len(names)} layers)"
         log.info(
             "extract %s: %d images, %d shards (%d to do) on %s",
             label,
             n,
-            any_writer.num_shards,
+            next(iter(todo.values())).num_shards,
             len(tasks),
             device,
         )
@@ -419,25 +508,7 @@ def extract_stores(
         usable = int(np.count_nonzero(images.array("valid")[:]))
         for name, writer in todo.items():
             _check_failures(name, writer, usable, run.max_failure_rate)
-        result = {}
-        for name, writer in writers.items():
-            if writer.up_to_date:
-                result[name] = writer.out
-                continue
-            meta = writer.shard_meta()
-            failures = [f for m in meta for f in m["failures"]]
-            for f in failures[:20]:
-                log.warning("extract %s failed on %s: %s", name, f["id"], f["error"])
-            for key in ("ids", "labels", "split"):
-                writer.copy_small(key, images)
-            content = combine_hashes([m["hash"] for m in meta])
-            ext = exts[name]
-            attrs = {
-                "extractor": {"name": name, "version": ext.version, "description": ext.description},
-                "failures": failures,
-                "splits": images.attrs.get("splits"),
-                "random_weights": bool(ext.describe(params).get("random_weights", False)),
-            }
-            fingerprint = identity_of({"content": content, "identity": writer.identity})
-            result[name] = writer.finalize(fingerprint=fingerprint, attrs=attrs)
-        return result
+        return {
+            name: w.out if w.up_to_date else _finalize(name, exts[name], w, params, images)
+            for name, w in writers.items()
+        }
