@@ -45,8 +45,8 @@ class ReportParams:
     Attributes
     ----------
     run : str
-        The run's name, shown under the report's title: ``"embedded default"`` in the
-        committed params, ``"embedded long run"`` in ``scripts/long_run.sh``'s params set; empty
+        The run's name, shown under the report's title (``"embedded default"`` in the
+        committed params; a ``dvc exp run -S report.run=...`` names its variant); empty
         shows none.
     """
 
