@@ -30,6 +30,12 @@ params_option = click.option(
 )
 
 
+def path_template(help: str, *, missing_ok: bool = False) -> str:
+    """Help text of an option that takes a path template (``{name}``: the target)."""
+    tail = " A missing file is left out." if missing_ok else ""
+    return help + " A path template: {name} stands for the target." + tail
+
+
 def images_option(help: str) -> Callable[[F], F]:
     """``--images`` (required): an image store folder, passed as ``images_path``."""
     return click.option(

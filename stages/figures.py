@@ -8,53 +8,60 @@ import click
 
 from pipeline.config import parse
 from pipeline.paper import FigureInputs, FigureParams, make_figures
-from stages.common import params_option, read_section, reports_errors
-
-
-def _template(help_text: str) -> str:
-    return help_text + " A path template: {name} stands for the target."
+from stages.common import (
+    images_option,
+    out_option,
+    params_option,
+    path_template,
+    read_section,
+    reports_errors,
+)
 
 
 @click.command()
-@click.option("--images", required=True, type=click.Path(file_okay=False), help="Image store.")
+@images_option("Image store.")
 @click.option(
     "--features",
     required=True,
-    help=_template("AlexNet feature store of each layer, e.g. cache/features/alexnet/{name}.zarr."),
+    help=path_template(
+        "AlexNet feature store of each layer, e.g. cache/features/alexnet/{name}.zarr."
+    ),
 )
 @click.option(
     "--decoders",
     required=True,
-    help=_template("Trained decoder of each target, e.g. models/{name}/model.pt."),
+    help=path_template("Trained decoder of each target, e.g. models/{name}/model.pt."),
 )
 @click.option(
     "--autoencoders",
     required=True,
-    help=_template("Trained autoencoder of each layer, e.g. models/ae_{name}/model.pt."),
+    help=path_template("Trained autoencoder of each layer, e.g. models/ae_{name}/model.pt."),
 )
 @click.option(
     "--reconstructions",
     required=True,
-    help=_template("The decoders' test reconstructions, e.g. cache/reconstructions/{name}.zarr."),
+    help=path_template(
+        "The decoders' test reconstructions, e.g. cache/reconstructions/{name}.zarr."
+    ),
 )
 @click.option(
     "--ae-reconstructions",
     required=True,
-    help=_template("The autoencoders' ones, e.g. cache/reconstructions/ae_{name}.zarr."),
+    help=path_template("The autoencoders' ones, e.g. cache/reconstructions/ae_{name}.zarr."),
 )
 @click.option(
     "--mv-reconstructions",
     required=True,
-    help=_template(
+    help=path_template(
         "Those of the optimisation-based inversion [1] (`invert baseline`), e.g. "
         "cache/reconstructions/mv_{name}.zarr."
     ),
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Figure folder.")
+@out_option("Figure folder.")
 @params_option
 @reports_errors
 def figures(
-    images: str,
+    images_path: str,
     features: str,
     decoders: str,
     autoencoders: str,
@@ -76,7 +83,7 @@ def figures(
     """
     params = parse(FigureParams, read_section(params_file, "figures"), section="figures")
     inputs = FigureInputs(
-        images=Path(images),
+        images=Path(images_path),
         features=features,
         decoders=decoders,
         autoencoders=autoencoders,

@@ -10,15 +10,18 @@ import click
 from pipeline.config import parse
 from pipeline.report import ReportParams
 from pipeline.run_report import ReportInputs, make_report, run_provenance
-from stages.common import params_option, read_section, reports_errors
-
-
-def _template(help_text: str) -> str:
-    return help_text + " A path template: {name} stands for the target; a missing file is left out."
+from stages.common import (
+    images_option,
+    out_option,
+    params_option,
+    path_template,
+    read_section,
+    reports_errors,
+)
 
 
 @click.command()
-@click.option("--images", required=True, type=click.Path(file_okay=False), help="Image store.")
+@images_option("Image store.")
 @click.option(
     "--alexnet-store",
     type=click.Path(file_okay=False),
@@ -29,39 +32,50 @@ def _template(help_text: str) -> str:
 @click.option(
     "--metrics",
     required=True,
-    help=_template("The decoders' test metrics, e.g. metrics/eval/{name}.json."),
+    help=path_template(
+        "The decoders' test metrics, e.g. metrics/eval/{name}.json.", missing_ok=True
+    ),
 )
 @click.option(
     "--ae-metrics",
     required=True,
-    help=_template("The autoencoders' ones, e.g. metrics/eval/ae_{name}.json."),
+    help=path_template(
+        "The autoencoders' ones, e.g. metrics/eval/ae_{name}.json.", missing_ok=True
+    ),
 )
 @click.option(
     "--mv-metrics",
     required=True,
-    help=_template(
-        "Those of the optimisation-based inversion [1], e.g. metrics/eval/mv_{name}.json."
+    help=path_template(
+        "Those of the optimisation-based inversion [1], e.g. metrics/eval/mv_{name}.json.",
+        missing_ok=True,
     ),
 )
 @click.option(
     "--photo-metrics",
     required=True,
-    help=_template("The decoders on new photographs, e.g. metrics/photos/{name}.json."),
+    help=path_template(
+        "The decoders on new photographs, e.g. metrics/photos/{name}.json.", missing_ok=True
+    ),
 )
 @click.option(
     "--ae-photo-metrics",
     required=True,
-    help=_template("The autoencoders on them, e.g. metrics/photos/ae_{name}.json."),
+    help=path_template(
+        "The autoencoders on them, e.g. metrics/photos/ae_{name}.json.", missing_ok=True
+    ),
 )
 @click.option(
     "--loss-curves",
     required=True,
-    help=_template("The decoders' training loss logs, e.g. plots/train/{name}.csv."),
+    help=path_template(
+        "The decoders' training loss logs, e.g. plots/train/{name}.csv.", missing_ok=True
+    ),
 )
 @click.option(
     "--ae-loss-curves",
     required=True,
-    help=_template("The autoencoders' ones, e.g. plots/train/ae_{name}.csv."),
+    help=path_template("The autoencoders' ones, e.g. plots/train/ae_{name}.csv.", missing_ok=True),
 )
 @click.option(
     "--figures",
@@ -70,11 +84,11 @@ def _template(help_text: str) -> str:
     type=click.Path(file_okay=False),
     help="Figure folder made by `invert figures`.",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@out_option("Report folder.")
 @params_option
 @reports_errors
 def report(
-    images: str,
+    images_path: str,
     alexnet_store: str | None,
     metrics: str,
     ae_metrics: str,
@@ -103,7 +117,7 @@ def report(
         ae_loss_curves=ae_loss_curves,
         figures=Path(figures_dir),
     )
-    prov = run_provenance(images, alexnet_store, params_file)
+    prov = run_provenance(images_path, alexnet_store, params_file)
     path = make_report(inputs=inputs, out=out, provenance=prov, run=run)
     click.echo(f"report: {path}")
     click.echo(json.dumps({"random_weights": bool(prov.get("alexnet", {}).get("random_weights"))}))
