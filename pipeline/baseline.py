@@ -31,11 +31,12 @@ from pipeline.evaluation import (
     normalised_error,
     write_reconstructions,
 )
+from pipeline.features.hog import HogParams
 from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
 from pipeline.provenance import identity_params
-from pipeline.store import open_store
+from pipeline.store import Store, open_store
 
 __all__ = ["BaselineParams", "run_baseline"]
 
@@ -65,6 +66,91 @@ class BaselineParams:
     def __post_init__(self) -> None:
         if self.images < 2 or self.batch_size < 1:
             raise ConfigError("baseline: images must be >= 2 and batch_size >= 1")
+
+
+def _representation(
+    target: str, feature_params: Any | None
+) -> tuple[Any, dict[str, Any], HogParams | None]:
+    """Refuse what [1] cannot invert; the parsed params and :func:`invert_target`'s arguments.
+
+    Returns
+    -------
+    feature_params : params dataclass
+        ``feature_params`` parsed (paper defaults when ``None``).
+    network : dict
+        ``arch`` and ``weights`` for an AlexNet layer, empty for HOG.
+    hog_params : HogParams or None
+        The HOG parameters for ``hog``, else ``None``.
+    """
+    if target in ("lbp", "sift"):
+        raise ConfigError(
+            f"{target} is not differentiable: [1] has no baseline for it (docs/method.md §6)"
+        )
+    if feature_params is None or isinstance(feature_params, dict):
+        feature_params = features.parse_params(target, dict(feature_params or {}))
+    network = (
+        {} if target == "hog" else {"arch": feature_params.arch, "weights": feature_params.weights}
+    )
+    hog_params = feature_params if target == "hog" else None
+    return feature_params, network, hog_params
+
+
+def _test_split(
+    store: Store, images_path: str | Path, target: str
+) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Every test image of the store and its target.
+
+    Returns
+    -------
+    index : (M,) ndarray
+        The test samples' positions in the image store.
+    images : (M, 256, 256, 3) Tensor of uint8
+    targets : (M, S, S, 3) ndarray of float32
+        In [0, 1], in ``target``'s convention: the error's denominator.
+    """
+    idx = usable_indices(images_path, "test")
+    arr = store.array("images")
+    everything = torch.from_numpy(np.stack([arr[int(k) : int(k) + 1][0] for k in idx]))
+    ref = (target_images(everything.permute(0, 3, 1, 2), target) + PIXEL_OFFSET).clamp(0, 1)
+    ref_np = ref.permute(0, 2, 3, 1).numpy()  # all test targets: the error's denominator
+    return idx, everything, ref_np
+
+
+def _scores(
+    target: str, tgt_np: np.ndarray, rec_np: np.ndarray, ref_np: np.ndarray
+) -> dict[str, Any]:
+    """The errors of ``rec_np`` (N, S, S, 3) against ``tgt_np``, normalised over ``ref_np``."""
+    metrics = {"target": target, "mode": "optimisation [1]", **error_metrics(tgt_np, rec_np)}
+    # the decoders' denominator: the mean distance between all test images
+    metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
+    low, high = error_interval(tgt_np, rec_np, reference=ref_np)
+    metrics["interval_low"], metrics["interval_high"] = low, high
+    metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
+    return metrics
+
+
+def _provenance(
+    target: str,
+    params: BaselineParams,
+    feature_params: Any,
+    described: dict[str, Any],
+    images_fingerprint: str,
+) -> dict[str, Any]:
+    """The reconstruction store's provenance: [1]'s budget, the representation, the images."""
+    return {
+        "kind": "reconstructions",
+        "stage": "baseline",
+        "producer": f"mv_{target}",
+        "params": {
+            "images": params.images,
+            "inversion": dict(params.inversion.__dict__),
+        },
+        "feature_params": identity_params(feature_params),
+        "extractor_version": features.get(target).version,
+        **described,
+        "input_fingerprint": images_fingerprint,
+        "dims": ["sample", "y", "x", "rgb"],
+    }
 
 
 def run_baseline(
@@ -100,23 +186,10 @@ def run_baseline(
     dict
         The metrics.
     """
-    if target in ("lbp", "sift"):
-        raise ConfigError(
-            f"{target} is not differentiable: [1] has no baseline for it (docs/method.md §6)"
-        )
-    if feature_params is None or isinstance(feature_params, dict):
-        feature_params = features.parse_params(target, dict(feature_params or {}))
-    network = (
-        {} if target == "hog" else {"arch": feature_params.arch, "weights": feature_params.weights}
-    )
-    hog_params = feature_params if target == "hog" else None
+    feature_params, network, hog_params = _representation(target, feature_params)
     device = resolve_device(params.device)
     store = open_store(images_path, kind="images")
-    idx = usable_indices(images_path, "test")
-    arr = store.array("images")
-    everything = torch.from_numpy(np.stack([arr[int(k) : int(k) + 1][0] for k in idx]))
-    ref = (target_images(everything.permute(0, 3, 1, 2), target) + PIXEL_OFFSET).clamp(0, 1)
-    ref_np = ref.permute(0, 2, 3, 1).numpy()  # all test targets: the error's denominator
+    idx, everything, ref_np = _test_split(store, images_path, target)
     chosen = idx[: params.images]
     rec = invert_target(
         target,
@@ -129,31 +202,12 @@ def run_baseline(
     )
     rec_np = np.clip(np.transpose(rec, (0, 2, 3, 1)) + PIXEL_OFFSET, 0, 1)
     tgt_np = ref_np[: len(chosen)]
-    metrics = {"target": target, "mode": "optimisation [1]", **error_metrics(tgt_np, rec_np)}
-    # the decoders' denominator: the mean distance between all test images
-    metrics["normalised_error"] = normalised_error(tgt_np, rec_np, reference=ref_np)
-    low, high = error_interval(tgt_np, rec_np, reference=ref_np)
-    metrics["interval_low"], metrics["interval_high"] = low, high
-    metrics["normalised_error_subset"] = normalised_error(tgt_np, rec_np)
+    metrics = _scores(target, tgt_np, rec_np, ref_np)
     described = features.get(target).describe(feature_params)
     metrics["random_weights"] = bool(described.get("random_weights"))
-    provenance = {
-        "kind": "reconstructions",
-        "stage": "baseline",
-        "producer": f"mv_{target}",
-        "params": {
-            "images": params.images,
-            "inversion": dict(params.inversion.__dict__),
-        },
-        "feature_params": identity_params(feature_params),
-        "extractor_version": features.get(target).version,
-        **described,
-        "input_fingerprint": store.fingerprint,
-        "dims": ["sample", "y", "x", "rgb"],
-    }
     write_reconstructions(
         out,
-        provenance,
+        _provenance(target, params, feature_params, described, store.fingerprint),
         reconstructions=rec_np,
         targets=tgt_np,
         index=chosen,

@@ -563,6 +563,59 @@ def _photo_batch(
     return torch.from_numpy(computed.astype(stored).astype(np.float32)), x  # as trained on
 
 
+def _decode_test_split(
+    inv: Decoded,
+    images_path: str | Path,
+    features_path: str | Path | None,
+    params: EvalParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode the test split batch by batch.
+
+    Returns
+    -------
+    reconstructions, targets : (M, S, S, 3) ndarray of float32
+        In [0, 1], as :func:`_reconstruct` gives them.
+    index : (M,) ndarray
+        The test samples' positions in the image store.
+    features : (M, D) ndarray of float32
+        Their features, flattened: the nearest-neighbour queries.
+    """
+    recs, tgts, index, test_feats = [], [], [], []
+    for sel, f, x in test_batches(
+        inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
+    ):
+        y, t = _reconstruct(inv, f, x)
+        recs.append(y)
+        tgts.append(t)
+        index.append(sel)
+        test_feats.append(f.float().cpu().numpy().reshape(len(sel), -1))  # (B, D)
+    return (
+        np.concatenate(recs),
+        np.concatenate(tgts),
+        np.concatenate(index),
+        np.concatenate(test_feats),
+    )
+
+
+def _reconstruction_provenance(
+    inv: Decoded, params: EvalParams, images_fingerprint: str
+) -> dict[str, Any]:
+    """The reconstruction store's provenance: the decoder, its mode and the image store."""
+    return {
+        "kind": "reconstructions",
+        "stage": "evaluate",
+        "producer": inv.target,
+        "params": {
+            "mode": inv.mode,
+            "max_images": params.max_images,
+            "baseline_images": params.baseline_images,
+        },
+        "decoder": identity_of(inv.config),
+        "input_fingerprint": images_fingerprint,
+        "dims": ["sample", "y", "x", "rgb"],
+    }
+
+
 def evaluate(
     model_path: str | Path,
     *,
@@ -601,17 +654,8 @@ def evaluate(
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
-    recs, tgts, index, test_feats = [], [], [], []
-    for sel, f, x in test_batches(
-        inv, images_path, features_path, batch_size=params.batch_size, max_images=params.max_images
-    ):
-        y, t = _reconstruct(inv, f, x)
-        recs.append(y)
-        tgts.append(t)
-        index.append(sel)
-        test_feats.append(f.float().cpu().numpy().reshape(len(sel), -1))  # (B, D)
-    rec, tgt, ind = np.concatenate(recs), np.concatenate(tgts), np.concatenate(index)
-    queries = [np.concatenate(test_feats)]
+    rec, tgt, ind, test_feats = _decode_test_split(inv, images_path, features_path, params)
+    queries = [test_feats]
     if photos is not None:
         photo_feats, photo_x = _photo_batch(
             inv, model_path, photos, features_path, params.batch_size
@@ -629,22 +673,9 @@ def evaluate(
         paper=PAPER_ERRORS.get(inv.target) if inv.mode == "fixed" else None,
     )
     images = open_store(images_path, kind="images")
-    provenance = {
-        "kind": "reconstructions",
-        "stage": "evaluate",
-        "producer": inv.target,
-        "params": {
-            "mode": inv.mode,
-            "max_images": params.max_images,
-            "baseline_images": params.baseline_images,
-        },
-        "decoder": identity_of(inv.config),
-        "input_fingerprint": images.fingerprint,
-        "dims": ["sample", "y", "x", "rgb"],
-    }
     write_reconstructions(
         out,
-        provenance,
+        _reconstruction_provenance(inv, params, images.fingerprint),
         reconstructions=rec,
         targets=tgt,
         index=ind,

@@ -364,6 +364,42 @@ def _initial_noise(
     return (torch.stack(draws) * params.init_std).to(device)
 
 
+def _prepare_inversion(
+    target_features: Tensor,
+    params: InversionParams,
+    *,
+    channels: int,
+    image_ids: Sequence[int] | None,
+    device: str | torch.device,
+) -> tuple[float, torch.device, Tensor, list[int]]:
+    """Check :func:`invert`'s arguments; its ``lambda_tv``, device, target and image ids.
+
+    Returns
+    -------
+    lambda_tv : float
+    device : torch.device
+    target : (B, ...) Tensor of float32
+        ``target_features`` detached, on ``device``.
+    ids : list of int
+        One per image (default ``0 .. B - 1``).
+    """
+    if channels not in (1, 3):
+        raise ConfigError(f"invert: channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if params.lambda_tv is None or params.steps is None:
+        raise ConfigError(
+            "invert: params.lambda_tv or params.steps is None; pass params.for_target(target) "
+            "to take [1]'s values for the target, or set them"
+        )
+    lambda_tv = params.lambda_tv
+    dev = resolve_device(str(device)) if isinstance(device, str) else device
+    target = target_features.detach().to(dev, torch.float32)
+    batch = target.shape[0]
+    ids = list(range(batch)) if image_ids is None else [int(i) for i in image_ids]
+    if len(ids) != batch:
+        raise ConfigError(f"invert: {len(ids)} image_ids for {batch} images; pass one per image")
+    return lambda_tv, dev, target, ids
+
+
 # -- optimisation -----------------------------------------------------------------------------
 def invert(
     phi: Callable[[Tensor], Tensor],
@@ -409,21 +445,9 @@ def invert(
     The objective is the sum over the batch of every image's own ``E`` (module docstring),
     so images do not interact: the gradient of one is that of its objective alone.
     """
-    if channels not in (1, 3):
-        raise ConfigError(f"invert: channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if params.lambda_tv is None or params.steps is None:
-        raise ConfigError(
-            "invert: params.lambda_tv or params.steps is None; pass params.for_target(target) "
-            "to take [1]'s values for the target, or set them"
-        )
-    lambda_tv = params.lambda_tv
-    dev = resolve_device(str(device)) if isinstance(device, str) else device
-    target = target_features.detach().to(dev, torch.float32)
-    batch = target.shape[0]
-    ids = list(range(batch)) if image_ids is None else [int(i) for i in image_ids]
-    if len(ids) != batch:
-        raise ConfigError(f"invert: {len(ids)} image_ids for {batch} images; pass one per image")
-
+    lambda_tv, dev, target, ids = _prepare_inversion(
+        target_features, params, channels=channels, image_ids=image_ids, device=device
+    )
     # the centred image x - 0.5 is the variable: [1] optimises the mean-subtracted image
     z = _initial_noise(ids, (channels, size, size), params, dev).requires_grad_(True)
 

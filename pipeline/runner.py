@@ -124,49 +124,69 @@ def run_shards(
     A failing task stops the run with its exception; the shards already written stay
     written and a rerun continues from them.
     """
-    results: dict[int, Any] = {}
     shards = list(tasks)
     if not shards:
-        return results
+        return {}
     bar = progress_bar(total=len(shards), desc=desc, unit="shard", dynamic_ncols=True)
     try:
         if scheduler_address:
-            from distributed import Client, as_completed
-
-            with Client(scheduler_address, timeout="30s") as client:
-                futures = {
-                    client.submit(_in_worker, fn, i, dict(tasks[i]), key=f"{desc}-{i}-{id(fn)}"): i
-                    for i in shards
-                }
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update(1)
-            return results
-
-        from dask.callbacks import Callback
-
-        # each worker gets its share of the cores: 2 workers on 2 cores compute with one
-        # thread each, a single worker (a network on the CPU) with both
-        threads = max(1, (os.cpu_count() or 1) // runner.num_workers)
-
-        class _Progress(Callback):
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
-                name = key[0] if isinstance(key, tuple) else key
-                if str(name).startswith("shard-"):
-                    bar.update(1)
-
-        delayed = [
-            dask.delayed(_in_worker, pure=False)(
-                fn, i, dict(tasks[i]), threads, dask_key_name=f"shard-{i}"
-            )
-            for i in shards
-        ]
-        with limit_threads(threads), _Progress():
-            values = dask.compute(
-                *delayed, scheduler=runner.scheduler, num_workers=runner.num_workers
-            )
-        results = dict(zip(shards, values))
-        bar.update(bar.total - bar.n)
-        return results
+            return _run_on_cluster(fn, tasks, shards, scheduler_address, desc, bar)
+        return _run_locally(fn, tasks, shards, runner, bar)
     finally:
         bar.close()
+
+
+def _run_on_cluster(
+    fn: Callable[..., Any],
+    tasks: Mapping[int, Mapping[str, Any]],
+    shards: list[int],
+    scheduler_address: str,
+    desc: str,
+    bar: Any,
+) -> dict[int, Any]:
+    """:func:`run_shards` on a ``dask.distributed`` cluster; ``bar`` advances per shard."""
+    from distributed import Client, as_completed
+
+    results: dict[int, Any] = {}
+    with Client(scheduler_address, timeout="30s") as client:
+        futures = {
+            client.submit(_in_worker, fn, i, dict(tasks[i]), key=f"{desc}-{i}-{id(fn)}"): i
+            for i in shards
+        }
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(1)
+    return results
+
+
+def _run_locally(
+    fn: Callable[..., Any],
+    tasks: Mapping[int, Mapping[str, Any]],
+    shards: list[int],
+    runner: RunnerParams,
+    bar: Any,
+) -> dict[int, Any]:
+    """:func:`run_shards` on the local Dask scheduler; ``bar`` advances per shard."""
+    from dask.callbacks import Callback
+
+    # each worker gets its share of the cores: 2 workers on 2 cores compute with one
+    # thread each, a single worker (a network on the CPU) with both
+    threads = max(1, (os.cpu_count() or 1) // runner.num_workers)
+
+    class _Progress(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker: Any) -> None:
+            name = key[0] if isinstance(key, tuple) else key
+            if str(name).startswith("shard-"):
+                bar.update(1)
+
+    delayed = [
+        dask.delayed(_in_worker, pure=False)(
+            fn, i, dict(tasks[i]), threads, dask_key_name=f"shard-{i}"
+        )
+        for i in shards
+    ]
+    with limit_threads(threads), _Progress():
+        values = dask.compute(*delayed, scheduler=runner.scheduler, num_workers=runner.num_workers)
+    results = dict(zip(shards, values))
+    bar.update(bar.total - bar.n)
+    return results
