@@ -76,6 +76,7 @@ def _project_copy(path: Path, params: dict | None = None, lock: bool = False) ->
         (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _git(path, "init", "-q")
     _dvc(path, "init", "-q")
+    shutil.copy(ROOT / ".dvcignore", path)  # after init, which writes its own
     return path
 
 
@@ -146,6 +147,14 @@ def test_a_second_clone_restores_every_stage_from_the_shared_cache(
     print(f"compute {computed:.1f} s, restore {restored:.1f} s")  # shown with -s
     assert _git(bob, "status", "--porcelain", "dvc.lock") == ""
     assert "Data and pipelines are up to date" in _dvc(bob, "status", "--with-deps", *TARGETS)
+
+    # a clone fed by `dvc checkout` alone is up to date too: the writers' lock files beside
+    # the stores (in Alice's folders, not in the cache) are not part of any folder's hash
+    assert (alice / "cache" / "features" / "alexnet" / ".conv5.zarr.lock").exists()
+    carol = _clone(origin, tmp_path / "carol", cache, site)
+    _dvc(carol, "checkout", "--with-deps", *TARGETS)
+    assert not (carol / "cache" / "features" / "alexnet" / ".conv5.zarr.lock").exists()
+    assert "Data and pipelines are up to date" in _dvc(carol, "status", "--with-deps", *TARGETS)
 
     for name in ("images.zarr", "features/hog.zarr", "features/alexnet/conv5.zarr"):
         a, b = open_store(alice / "cache" / name), open_store(bob / "cache" / name)
