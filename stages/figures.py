@@ -57,6 +57,15 @@ from stages.common import (
         "cache/reconstructions/mv_{name}.zarr."
     ),
 )
+@click.option(
+    "--ds-reconstructions",
+    default=None,
+    help=path_template(
+        "Those of the decoders trained with the DeePSiM loss (`invert train --loss "
+        "deepsim`), e.g. cache/reconstructions/ds_{name}.zarr; without it, no "
+        "fig9_deepsim.png."
+    ),
+)
 @out_option("Figure folder.")
 @params_option
 @reports_errors
@@ -68,6 +77,7 @@ def figures(
     reconstructions: str,
     ae_reconstructions: str,
     mv_reconstructions: str,
+    ds_reconstructions: str | None,
     out: str,
     params_file: str,
 ) -> None:
@@ -77,8 +87,9 @@ def figures(
     reconstructions do not exist is left out. Writes, each where its inputs exist:
     fig1_shallow.png (Fig. 1), fig2_alexnet.png (Fig. 2), fig3_dark_knowledge.png,
     fig4_single_neurons.png, fig5_methods.png (ours vs [1] vs autoencoder),
-    fig6_interpolation.png, fig7_interpolation_ae.png, and fig8_random_features.png (the
-    paper's Figs. 8–10 in one), plus captions.json (each figure's caption, which the report
+    fig6_interpolation.png, fig7_interpolation_ae.png, fig8_random_features.png (the
+    paper's Figs. 8–10 in one) and, beyond the paper, fig9_deepsim.png (pixel loss vs
+    DeePSiM), plus captions.json (each figure's caption, which the report
     shows) and same_images.json (the decoders scored on exactly [1]'s images).
     """
     params = parse(FigureParams, read_section(params_file, "figures"), section="figures")
@@ -90,6 +101,7 @@ def figures(
         reconstructions=reconstructions,
         ae_reconstructions=ae_reconstructions,
         mv_reconstructions=mv_reconstructions,
+        ds_reconstructions=ds_reconstructions,
     )
     for _, path in make_figures(inputs=inputs, out=out, params=params):
         click.echo(f"figure: {path}")

@@ -241,3 +241,43 @@ def test_figures_and_report(run: Path, image_store: Path, tmp_path: Path) -> Non
     assert r.exit_code == 0, r.output
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "RANDOM" in html.upper() and "0.24" in html and "fig2_alexnet" in html
+
+
+def test_deepsim_figure_side_by_side(run: Path, image_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.paper import FigureInputs, FigureParams, fig9_deepsim
+
+    recs = tmp_path / "recs"
+    shutil.copytree(run / "recs", recs)
+    # a stand-in for a DeePSiM decoder's reconstructions of HOG: the pixel decoder's, darkened
+    ds = open_store(recs / "hog.zarr", kind="reconstructions")
+    shutil.copytree(recs / "hog.zarr", recs / "ds_hog.zarr")
+    darker = open_store(recs / "ds_hog.zarr", kind="reconstructions").array("reconstructions")
+    darker.zarr_array[:] = ds.array("reconstructions")[:] // 2
+
+    def inputs(ds_template: str | None) -> FigureInputs:
+        return FigureInputs(
+            images=image_store,
+            features=str(run / "features" / "alexnet" / "{name}.zarr"),
+            decoders=str(run / "models" / "{name}" / "model.pt"),
+            autoencoders=str(run / "models" / "ae_{name}" / "model.pt"),
+            reconstructions=str(recs / "{name}.zarr"),
+            ae_reconstructions=str(recs / "ae_{name}.zarr"),
+            mv_reconstructions=str(recs / "mv_{name}.zarr"),
+            ds_reconstructions=ds_template,
+        )
+
+    p = FigureParams(images=2)
+    assert fig9_deepsim(inputs(None), p, tmp_path, "") is None  # no DeePSiM decoders given
+    made = fig9_deepsim(inputs(str(recs / "ds_{name}.zarr")), p, tmp_path, "")
+    assert made is not None
+    caption, png = made
+    m = json.loads((run / "metrics" / "eval" / "hog.json").read_text())
+    assert f"HOG: pixel error {m['normalised_error']:.2f}" in caption
+    assert "CONV5" not in caption  # only targets with both decoders
+    from PIL import Image
+
+    # one column (HOG) of 3 rows (original, pixel, DeePSiM) x 2 images
+    with Image.open(png) as im:
+        assert im.size[1] > im.size[0]
