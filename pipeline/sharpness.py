@@ -166,9 +166,7 @@ def _radial_power(grey: np.ndarray) -> np.ndarray:
     return totals / np.maximum(counts, 1)
 
 
-def high_frequency_ratio(
-    recon: np.ndarray, target: np.ndarray, cutoff: float = HF_CUTOFF
-) -> float:
+def high_frequency_ratio(recon: np.ndarray, target: np.ndarray, cutoff: float = HF_CUTOFF) -> float:
     """High-frequency power of reconstructions relative to their targets (sharpness).
 
     Parameters
