@@ -272,3 +272,39 @@ def test_evaluate_reports_sharpness_for_the_decoder_and_the_baselines(
         ]
     )
     assert abs(m["sharpness"]["mean_image"]["ssim_gaussian"] - expected) < 2e-3  # uint8 targets
+
+
+def test_table_prints_sharpness_only_when_asked(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stages.cli import main
+
+    evals = tmp_path / "eval"
+    evals.mkdir()
+    pair = {"ssim_gaussian": 0.41234, "hf_ratio": 0.1234}
+    block = {"images": 96, "hf_cutoff": 0.25, "reconstructions": pair}
+    base = {"normalised_error": 0.7, "images": 96, "mode": "fixed"}
+    mean, nearest = (
+        {"ssim_gaussian": 0.2, "hf_ratio": 0.0012},
+        {"ssim_gaussian": 0.1, "hf_ratio": 1.1},
+    )
+    full = {**block, "mean_image": mean, "nearest_neighbour": nearest}
+    (evals / "hog.json").write_text(json.dumps({**base, "sharpness": full}))
+    mv = {**base, "images": 2, "sharpness": {**block, "images": 2}}
+    (evals / "mv_hog.json").write_text(json.dumps(mv))
+    (evals / "sift.json").write_text(json.dumps(base))  # written before the block existed
+    plain = CliRunner().invoke(main, ["table", "--metrics", str(evals)])
+    assert plain.exit_code == 0 and "SSIM" not in plain.output, plain.output
+    r = CliRunner().invoke(main, ["table", "--metrics", str(evals), "--sharpness"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(plain.output)  # the error table first, as without the flag
+    added = r.output[len(plain.output) :].splitlines()
+    rows = {line.split()[0]: line.split() for line in added if line[:1].isalpha()}
+    hog = ["hog", "0.412", "/", "0.123", "0.200", "/", "0.001", "0.100", "/", "1.100", "96"]
+    assert rows["hog"] == hog
+    assert rows["mv_hog"] == ["mv_hog", "0.412", "/", "0.123", "–", "–", "2"]  # no baselines
+    assert "sift" not in rows and "hf: power above 0.25 x Nyquist" in r.output
+    (evals / "hog.json").unlink()
+    (evals / "mv_hog.json").unlink()
+    old = CliRunner().invoke(main, ["table", "--metrics", str(evals), "--sharpness"])
+    assert old.exit_code == 0 and "No sharpness block in" in old.output, old.output
