@@ -117,7 +117,7 @@ def sharpness_table(metrics_dir: Path) -> str:
     reconstructions and of the trivial baselines, with n; files without one are skipped."""
     evals = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
     header = ("store", "reconstructions", "mean image", "nearest nb.", "n")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for target in ROWS:
         for stem in (target, f"ae_{target}", f"mv_{target}"):
             block = evals.get(stem, {}).get("sharpness")
