@@ -36,6 +36,7 @@ from pipeline.inversion import InversionParams, invert_target
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
 from pipeline.provenance import identity_params
+from pipeline.sharpness import sharpness_metrics
 from pipeline.store import Store, open_store
 
 __all__ = ["BaselineParams", "run_baseline"]
@@ -205,6 +206,7 @@ def run_baseline(
     metrics = _scores(target, tgt_np, rec_np, ref_np)
     described = features.get(target).describe(feature_params)
     metrics["random_weights"] = bool(described.get("random_weights"))
+    metrics["sharpness"] = sharpness_metrics(tgt_np, {"reconstructions": rec_np})
     write_reconstructions(
         out,
         _provenance(target, params, feature_params, described, store.fingerprint),

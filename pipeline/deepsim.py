@@ -14,7 +14,8 @@ DeePSiM) adds two terms to the generator's (here: decoder's) objective,
   input features (:func:`adversarial_losses`), trained in alternation with the decoder under
   a pausing rule (:class:`Alternation`).
 
-:func:`high_frequency_ratio` measures the sharpness the extra terms are meant to bring back.
+:func:`high_frequency_ratio` (from :mod:`pipeline.sharpness`, re-exported here) measures the
+sharpness the extra terms are meant to bring back.
 
 This module is library groundwork only: nothing in ``training.py`` or ``stages/`` uses it yet.
 
@@ -58,7 +59,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from pipeline import alexnet
 from pipeline.errors import ConfigError
 from pipeline.pixels import PIXEL_OFFSET
+from pipeline.sharpness import high_frequency_ratio  # re-exported: the measure of [1]'s aim
 
 __all__ = [
     "LOSSES",
@@ -571,74 +572,3 @@ def total_generator_loss(
     if adv is not None:
         total = total + params.lambda_adv * adv
     return total
-
-
-def _grey(images: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma ``(N, S, S)`` of RGB images ``(N, S, S, 3)``."""
-    return images.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-
-
-def _radial_power(grey: np.ndarray) -> np.ndarray:
-    """Radially averaged power spectrum ``(S // 2 + 1,)`` of ``(N, S, S)``, batch-averaged.
-
-    Ring ``k`` holds the frequencies of radius ``round(r · S)`` for ``r`` in cycles per
-    pixel, so ring ``S // 2`` is the Nyquist frequency; the corners beyond it are dropped.
-    """
-    side = grey.shape[-1]
-    power = (np.abs(np.fft.fft2(grey)) ** 2).mean(axis=0)  # (S, S)
-    freq = np.fft.fftfreq(side)  # cycles per pixel, |f| <= 0.5
-    radius = np.hypot(freq[:, None], freq[None, :])  # (S, S)
-    ring = np.rint(radius * side).astype(np.int64)
-    keep = ring <= side // 2
-    totals = np.bincount(ring[keep], weights=power[keep], minlength=side // 2 + 1)
-    counts = np.bincount(ring[keep], minlength=side // 2 + 1)
-    return totals / np.maximum(counts, 1)
-
-
-def high_frequency_ratio(recon: np.ndarray, target: np.ndarray, cutoff: float = 0.25) -> float:
-    """High-frequency power of reconstructions relative to their targets (sharpness).
-
-    Parameters
-    ----------
-    recon, target : (N, S, S, 3) ndarray of float in [0, 1]
-        Reconstructions and their targets, RGB, same shape.
-    cutoff : float
-        In ``(0, 1)``: frequencies above ``cutoff`` × Nyquist count as high.
-
-    Returns
-    -------
-    float
-        ``Σ_{k > cutoff·S/2} P_recon(k) / Σ_{k > cutoff·S/2} P_target(k)`` of the radially
-        averaged power spectra of the grey (BT.601 luma) images, averaged over the batch: 1
-        for identical images, below 1 for blurred reconstructions, 0 for flat ones.
-
-    Raises
-    ------
-    ConfigError
-        For shapes that differ or are not ``(N, S, S, 3)``, a cutoff outside ``(0, 1)``, or
-        targets with no power above the cutoff.
-
-    Notes
-    -----
-    A project metric, not one of [1]'s: [1] shows sharpness in figures and user studies.
-    """
-    recon, target = np.asarray(recon), np.asarray(target)
-    if recon.shape != target.shape or recon.ndim != 4 or recon.shape[-1] != 3:
-        raise ConfigError(
-            f"expected reconstructions and targets of one shape (N, S, S, 3), got "
-            f"{recon.shape} and {target.shape}; pass channel-last RGB batches"
-        )
-    if recon.shape[1] != recon.shape[2]:
-        raise ConfigError(f"expected square images, got {recon.shape[1]}x{recon.shape[2]}")
-    if not 0 < cutoff < 1:
-        raise ConfigError(f"cutoff must be a fraction of Nyquist in (0, 1), got {cutoff}")
-    side = recon.shape[1]
-    high = np.arange(side // 2 + 1) > cutoff * (side // 2)  # rings above the cutoff
-    p_recon = _radial_power(_grey(recon))[high].sum()
-    p_target = _radial_power(_grey(target))[high].sum()
-    if not p_target > 0:
-        raise ConfigError(
-            "the targets have no power above the cutoff (flat images?); lower cutoff or "
-            "pass textured targets"
-        )
-    return float(p_recon / p_target)

@@ -30,6 +30,7 @@ from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError
 from pipeline.loader import usable_indices
 from pipeline.pixels import PIXEL_OFFSET, target_images
 from pipeline.provenance import identity_params
+from pipeline.sharpness import sharpness_metrics
 from pipeline.store import (
     ArraySpec,
     StoreWriter,
@@ -193,13 +194,20 @@ DECIMALS = {
     "nearest_neighbour": 4,
     "ssim": 4,
     "psnr": 2,
+    "ssim_gaussian": 4,
+    "hf_ratio": 4,
 }
 
 
 def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` with the figures of :data:`DECIMALS` rounded (others unchanged)."""
+    """``metrics`` with the figures of :data:`DECIMALS` rounded, in nested dicts too (the
+    ``sharpness`` block); others unchanged."""
     return {
-        k: round(v, DECIMALS[k]) if k in DECIMALS and isinstance(v, float) else v
+        k: rounded(v)
+        if isinstance(v, dict)
+        else round(v, DECIMALS[k])
+        if k in DECIMALS and isinstance(v, float)
+        else v
         for k, v in metrics.items()
     }
 
@@ -496,17 +504,22 @@ def _scores(
     """The metrics of one set of reconstructions beside the trivial baselines.
 
     ``tgt``, ``rec``, ``nearest``: (N, S, S, 3); ``mean_image``: (S, S, 3). ``extra`` keys
-    come after ``baseline_images``.
+    come after ``baseline_images``; the ``sharpness`` block
+    (:func:`pipeline.sharpness.sharpness_metrics` of the reconstructions, the mean image and
+    the nearest neighbour) comes last.
     """
+    mean = np.broadcast_to(mean_image, tgt.shape)
+    predictions = {"reconstructions": rec, "mean_image": mean, "nearest_neighbour": nearest}
     return {
         "target": inv.target,
         "mode": inv.mode,
         **error_metrics(tgt, rec),
-        "mean_image": normalised_error(tgt, np.broadcast_to(mean_image, tgt.shape)),
+        "mean_image": normalised_error(tgt, mean),
         "nearest_neighbour": normalised_error(tgt, nearest),
         "baseline_images": params.baseline_images,
         **extra,
         "random_weights": inv.random_weights,
+        "sharpness": sharpness_metrics(tgt, predictions),
     }
 
 

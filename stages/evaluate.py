@@ -16,7 +16,7 @@ from stages.common import (
     read_section,
     reports_errors,
 )
-from stages.score import echo_score, load_photos
+from stages.score import echo_score, echo_sharpness, load_photos
 
 
 @click.command()
@@ -55,7 +55,9 @@ def evaluate(
     Reads the `evaluate` section of the params file. Writes OUT (reconstructions and
     targets, uint8) and the metrics JSON: the paper's normalised reconstruction error
     (docs/method.md §6), SSIM and PSNR, with the paper's value beside ours where it gives one,
-    and the trivial baselines (training-mean image, nearest training image in feature space).
+    and the trivial baselines (training-mean image, nearest training image in feature space);
+    last, the sharpness of the reconstructions and of each baseline (Wang et al.'s SSIM,
+    high-frequency power ratio), since the normalised error rewards blur.
     With --photos, the same decoder is also scored on new photographs (`invert score`).
     """
     params = parse(EvalParams, read_section(params_file, "evaluate"), section="evaluate")
@@ -75,5 +77,6 @@ def evaluate(
         f"{m['target']} ({m['mode']}): normalised error {m['normalised_error']:.3f}, "
         f"SSIM {m['ssim']:.3f}, PSNR {m['psnr']:.1f} dB on {m['images']} test images"
     )
+    echo_sharpness(m)
     if loaded is not None:
         echo_score(m["photos"], photographs)

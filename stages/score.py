@@ -94,3 +94,18 @@ def echo_score(m: dict[str, Any], photographs: int) -> None:
         f"{m['interval_high']:.3f}]; mean image {m['mean_image']:.3f}, nearest neighbour "
         f"{m['nearest_neighbour']:.3f}"
     )
+    echo_sharpness(m)
+
+
+def echo_sharpness(m: dict[str, Any]) -> None:
+    """Print one line: SSIM / high-frequency ratio of the reconstructions and baselines."""
+    block = m["sharpness"]
+    cells = [
+        f"{label} {block[name]['ssim_gaussian']:.3f} / {block[name]['hf_ratio']:.3f}"
+        for label, name in (
+            ("decoder", "reconstructions"),
+            ("mean image", "mean_image"),
+            ("nearest neighbour", "nearest_neighbour"),
+        )
+    ]
+    click.echo(f"  sharpness, SSIM / high-frequency ratio: {', '.join(cells)}")

@@ -1,7 +1,7 @@
-"""Tests of :mod:`pipeline.deepsim`: DeePSiM losses, discriminator, pausing rule, sharpness.
+"""Tests of :mod:`pipeline.deepsim`: DeePSiM losses, discriminator, pausing rule.
 
 Expected values are written by hand (a 1x1-conv comparator, BCE of known logits with
-``math.log``); the blur of the sharpness test is scipy's, independent of the module.
+``math.log``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
-import scipy.ndimage
 import torch
 from torch import Tensor, nn
 
@@ -332,53 +330,11 @@ def test_total_generator_loss() -> None:
     assert total_generator_loss(plain, pixel, None, adv).item() == pytest.approx(0.5)
 
 
-# --- sharpness ----------------------------------------------------------------------------
+# --- sharpness (tests in test_sharpness.py) ----------------------------------------------
 
 
-def _texture(n: int = 2, side: int = 64) -> np.ndarray:
-    """(n, side, side, 3) float in [0, 1]: uniform noise, power at every frequency."""
-    return np.random.default_rng(0).random((n, side, side, 3))
+def test_high_frequency_ratio_is_re_exported_from_sharpness() -> None:
+    from pipeline import sharpness
 
-
-def test_high_frequency_ratio_identical_is_one() -> None:
-    target = _texture()
-    assert high_frequency_ratio(target, target.copy()) == pytest.approx(1.0, abs=1e-12)
-
-
-def test_high_frequency_ratio_blur_is_below_one() -> None:
-    target = _texture()
-    blurred = scipy.ndimage.gaussian_filter(target, sigma=(0, 1.5, 1.5, 0), mode="wrap")
-    ratio = high_frequency_ratio(blurred, target)
-    assert 0 < ratio < 0.2
-    stronger = scipy.ndimage.gaussian_filter(target, sigma=(0, 3.0, 3.0, 0), mode="wrap")
-    assert high_frequency_ratio(stronger, target) < ratio
-
-
-def test_high_frequency_ratio_flat_is_zero() -> None:
-    target = _texture()
-    flat = np.full_like(target, 0.4)
-    assert high_frequency_ratio(flat, target) == pytest.approx(0.0, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("recon", "target", "cutoff", "match"),
-    [
-        ((1, 8, 8, 3), (1, 8, 8, 3), 0.0, r"cutoff must be a fraction of Nyquist in \(0, 1\)"),
-        ((1, 8, 8, 3), (1, 8, 8, 3), 1.0, r"cutoff must be a fraction of Nyquist"),
-        ((1, 8, 8, 3), (1, 16, 16, 3), 0.25, r"of one shape \(N, S, S, 3\)"),
-        ((1, 3, 8, 8), (1, 3, 8, 8), 0.25, r"pass channel-last RGB batches"),
-        ((1, 8, 6, 3), (1, 8, 6, 3), 0.25, r"expected square images, got 8x6"),
-    ],
-)
-def test_high_frequency_ratio_validation(
-    recon: tuple[int, ...], target: tuple[int, ...], cutoff: float, match: str
-) -> None:
-    rng = np.random.default_rng(1)
-    with pytest.raises(ConfigError, match=match):
-        high_frequency_ratio(rng.random(recon), rng.random(target), cutoff=cutoff)
-
-
-def test_high_frequency_ratio_refuses_flat_targets() -> None:
-    flat = np.full((1, 8, 8, 3), 0.5)
-    with pytest.raises(ConfigError, match="the targets have no power above the cutoff"):
-        high_frequency_ratio(flat, flat)
+    assert high_frequency_ratio is sharpness.high_frequency_ratio
+    assert "high_frequency_ratio" in deepsim.__all__
