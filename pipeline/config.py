@@ -8,6 +8,7 @@ the wrong type, and naming the offending key with its section before any work st
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -127,8 +128,12 @@ def parse(cls: type[T], mapping: Mapping[str, Any] | None, *, section: str) -> T
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
+        named = []
+        for name in unknown:
+            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in params section {section!r}; "
+            f"unknown key(s) {', '.join(named)} in params section {section!r}; "
             f"known keys: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)

@@ -548,10 +548,10 @@ def _sharpness(template: str, name: str) -> str:
     except (StoreError, KeyError):
         return "not scored"
     parts = [f"error {m['normalised_error']:.2f}"]
-    if "ssim" in m:
-        parts.append(f"SSIM {m['ssim']:.2f}")
-    if "high_frequency_ratio" in m:
-        parts.append(f"high-frequency ratio {m['high_frequency_ratio']:.2f}")
+    sharp = m.get("sharpness", {}).get("reconstructions")
+    if sharp is not None:
+        parts.append(f"SSIM {sharp['ssim_gaussian']:.2f}")
+        parts.append(f"high-frequency ratio {sharp['hf_ratio']:.2f}")
     return ", ".join(parts)
 
 

@@ -230,7 +230,7 @@ def test_unknown_feature_and_bad_params() -> None:
         features.get("hgo")
     with pytest.raises(
         ConfigError,
-        match=r"unknown key\(s\) 'cellsize' in params section "
+        match=r"unknown key\(s\) 'cellsize' \(did you mean 'cell_size'\?\) in params section "
         r"'extract.hog'",
     ):
         parse_extract_section({"hog": {"cellsize": 8}}, "hog")

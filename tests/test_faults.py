@@ -112,7 +112,7 @@ BAD_PARAMS: list[Any] = [
     (
         "prepare",
         "prepare: {shard_sise: 8}",
-        "unknown key(s) 'shard_sise' in params section 'prepare'",
+        "unknown key(s) 'shard_sise' (did you mean 'shard_size'?) in params section 'prepare'",
     ),
     ("prepare", "prepare: {limit: many}", "prepare.limit: expected an integer or null, got 'many'"),
     ("prepare", "prepare: {strict: 'yes'}", "prepare.strict: expected true or false, got 'yes'"),
@@ -135,7 +135,11 @@ BAD_PARAMS: list[Any] = [
     ("prepare", "prepare: {runner: {workers: two}}", "prepare.runner.workers: expected an integer"),
     ("prepare", "prepare: {runner: {scheduler: gpu}}", "prepare.runner.scheduler: must be one of"),
     # extract
-    ("extract", "extract: {chunks: 3}", "unknown key(s) 'chunks' in params section 'extract'"),
+    (
+        "extract",
+        "extract: {chunks: 3}",
+        "unknown key(s) 'chunks' (did you mean 'chunk_size'?) in params section 'extract'",
+    ),
     (
         "extract",
         "extract: {chunk_size: '16'}",
@@ -143,12 +147,20 @@ BAD_PARAMS: list[Any] = [
     ),
     ("extract", "extract: {chunk_size: 0}", "params section 'extract': chunk_size must be >= 1"),
     # extract.runner
-    ("extract", "extract: {runner: {worker: 2}}", "'worker' in params section 'extract.runner'"),
+    (
+        "extract",
+        "extract: {runner: {worker: 2}}",
+        "'worker' (did you mean 'workers'?) in params section 'extract.runner'",
+    ),
     ("extract", "extract: {runner: {workers: -1}}", "'extract.runner': workers must be >= 0"),
     ("extract", "extract: {runner: {scheduler: mpi}}", "extract.runner.scheduler: must be one of"),
     ("extract", "extract: {runner: {batch_size: 0}}", "'extract.runner': batch_size must be >= 1"),
     # extract.hog
-    ("extract", "extract: {hog: {cellsize: 8}}", "'cellsize' in params section 'extract.hog'"),
+    (
+        "extract",
+        "extract: {hog: {cellsize: 8}}",
+        "'cellsize' (did you mean 'cell_size'?) in params section 'extract.hog'",
+    ),
     ("extract", "extract: {hog: {cell_size: eight}}", "extract.hog.cell_size: expected an integer"),
     ("extract", "extract: {hog: {cell_size: 1}}", "cell_size must be >= 2"),
     (

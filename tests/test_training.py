@@ -220,7 +220,7 @@ def test_train_section_parsing() -> None:
     p = parse_train_section(section, "hog")
     assert p.steps == 50 and p.width == 0.25 and p.loader.workers == 1
     assert parse_train_section(section, "lbp").steps == 100
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'stpes'"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'stpes' \(did you mean 'steps'\?\)"):
         parse_train_section({"hog": {"stpes": 3}}, "hog")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'lerning_rate'"):
         parse_train_section({"sift": {"lerning_rate": 3}}, "hog")
