@@ -56,11 +56,18 @@ def test_a_misspelt_section_is_an_error(tmp_path: Path) -> None:
 
 
 def test_an_unknown_train_key_is_reported_in_train() -> None:
-    with pytest.raises(ConfigError, match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train';"):
+    with pytest.raises(
+        ConfigError, match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train';"
+    ):
         parse_train_section({"stpes": 3}, "hog")
-    with pytest.raises(ConfigError, match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train.autoencoder'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train.autoencoder'",
+    ):
         parse_train_section({"autoencoder": {"stpes": 3}}, "hog")
-    with pytest.raises(ConfigError, match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train.lbp'"):
+    with pytest.raises(
+        ConfigError, match=r"'stpes' \(did you mean 'steps'\?\) in params section 'train.lbp'"
+    ):
         parse_train_section({"lbp": {"stpes": 3}}, "hog")
 
 
