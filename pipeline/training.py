@@ -123,7 +123,8 @@ class TrainParams:
     deepsim : DeepSimParams
         The ``train.deepsim`` subsection: [1]'s weights, comparator layer, pausing rule and
         discriminator optimiser; used only with ``loss: deepsim``. Its own ``loss`` field
-        follows ``loss`` (``train.deepsim.loss`` is refused by :func:`parse_train_section`).
+        is set to ``loss`` whatever it was given (and validated for it);
+        ``train.deepsim.loss`` is refused by :func:`parse_train_section`.
 
     Notes
     -----
@@ -158,13 +159,7 @@ class TrainParams:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"invalid train value for loss: {self.loss!r}; use one of {LOSSES}")
-        if self.deepsim.loss != self.loss:
-            if self.deepsim.loss != "pixel":
-                raise ConfigError(
-                    f"deepsim.loss is {self.deepsim.loss!r} but loss is {self.loss!r}: the "
-                    "loss is chosen by train.loss (TrainParams.loss) alone"
-                )
-            # the subsection's loss follows train.loss (validated for that loss)
+        if self.deepsim.loss != self.loss:  # the subsection's loss follows train.loss
             object.__setattr__(self, "deepsim", replace(self.deepsim, loss=self.loss))
         checks = {
             "width": self.width > 0,
