@@ -594,7 +594,9 @@ def _step_rng(seed: int, step: int, device: torch.device) -> Iterator[None]:
     """
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(((seed << 32) + step) % 2**64)
+        # mixed by SeedSequence: torch's CPU generator keeps only 32 bits of a seed
+        mixed = np.random.SeedSequence([seed & (2**64 - 1), step]).generate_state(1)[0]
+        torch.manual_seed(int(mixed))
         yield
 
 

@@ -21,7 +21,6 @@ from stages.common import (
     reports_errors,
 )
 
-
 #: an AlexNet layer whose params are the ``extract.alexnet`` section (the comparator's network)
 COMPARATOR_FAMILY = "conv5"
 

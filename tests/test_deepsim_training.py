@@ -311,3 +311,21 @@ def test_checkpoints_of_another_loss_are_not_mixed(
     shutil.copy(folders["pixel"] / "step-2.pt", folders["deepsim"] / "step-2.pt")
     with pytest.raises(CheckpointError, match="belongs to another run"):
         _run(image_store, hog_store, tmp_path / "deepsim", TINY)
+
+
+def test_step_rng_depends_on_seed_and_step_only() -> None:
+    """Dropout masks of a DeePSiM step: fixed by (seed, step), new each step, RNG restored."""
+    from pipeline.training import _step_rng
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(123)
+    outside = torch.get_rng_state()
+
+    def draw(seed: int, step: int) -> torch.Tensor:
+        with _step_rng(seed, step, cpu):
+            return torch.rand(8)
+
+    assert torch.equal(draw(0, 5), draw(0, 5))
+    assert not torch.equal(draw(0, 5), draw(0, 6))
+    assert not torch.equal(draw(0, 5), draw(1, 5))
+    assert torch.equal(torch.get_rng_state(), outside)  # the global RNG is left as it was
