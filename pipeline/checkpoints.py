@@ -226,7 +226,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     Returns
     -------
     blob : dict
-        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``.
+        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``,
+        ``discriminator`` (``loss: deepsim`` runs only; not needed to reconstruct).
     config : dict
         The effective training config and provenance (parsed from ``blob["config"]``).
 

@@ -1,15 +1,20 @@
 """Train a decoder to invert a representation (``invert train TARGET``), docs/method.md §5.
 
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
-trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). Batches
+trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). With
+``loss: deepsim`` the objective is the follow-up paper's instead (:mod:`pipeline.deepsim`):
+pixel + comparator-feature + adversarial terms, the discriminator trained in alternation
+(:func:`deepsim_step`); a pixel run's outputs are byte-identical to those of the code
+before that option existed. Batches
 stream from the stores (:mod:`pipeline.loader`) or, with ``online: true``, the features are
 computed from the images on the training device by the target's extractor
 (:attr:`pipeline.features.base.Extractor.on_device`).
 
 Free functions, as in the torchvision reference scripts: :func:`train_step` (one optimiser
-step), ``_run_steps`` (the steps between two checkpoints), ``_fit`` (resume, then steps and
-checkpoints, :mod:`pipeline.checkpoints`), :func:`evaluate_loss` (the test loss), setup
-helpers (inputs, decoder, optimiser, torchrun) and :func:`train`, which wires them.
+step; :func:`deepsim_step` for DeePSiM), ``_run_steps`` (the steps between two
+checkpoints), ``_fit`` (resume, then steps and checkpoints, :mod:`pipeline.checkpoints`),
+:func:`evaluate_loss` (the test loss), setup helpers (inputs, decoder, optimiser, torchrun,
+DeePSiM adversary) and :func:`train`, which wires them.
 
 Checkpoints are written every ``checkpoint_every`` steps into a folder named by the hash of
 everything that determines the weights (target, decoder and its version, optimiser settings,
