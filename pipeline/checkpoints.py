@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,10 @@ def load_checkpoint(folder: Path, identity: str) -> dict[str, Any] | None:
 
 
 def model_weights(
-    model: nn.Module, config: Mapping[str, Any], encoder: nn.Module | None = None
+    model: nn.Module,
+    config: Mapping[str, Any],
+    encoder: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
 ) -> dict[str, Any]:
     """What ``model.pt`` holds (read back by :func:`read_model_file`), and every checkpoint.
 
@@ -104,15 +107,19 @@ def model_weights(
         The effective training config and provenance, stored as JSON text.
     encoder : nn.Module, optional
         The trained encoder of an autoencoder.
+    discriminator : nn.Module, optional
+        The DeePSiM discriminator of a ``loss: deepsim`` run (:mod:`pipeline.deepsim`).
 
     Returns
     -------
     dict
-        ``encoder`` (autoencoders only), ``model`` (state dicts) and ``config``, in that order:
-        the order is part of the file's bytes.
+        ``encoder`` (autoencoders only), ``model`` (state dicts), ``config`` and
+        ``discriminator`` (DeePSiM runs only), in that order: the order is part of the
+        file's bytes.
     """
     extra = {} if encoder is None else {"encoder": encoder.state_dict()}
-    return {**extra, "model": model.state_dict(), "config": json.dumps(config)}
+    adversary = {} if discriminator is None else {"discriminator": discriminator.state_dict()}
+    return {**extra, "model": model.state_dict(), "config": json.dumps(config), **adversary}
 
 
 def save_checkpoint(
@@ -123,6 +130,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     curve: list[list[float]],
     identity: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``folder/step-<step>.pt`` atomically and keep only the newest two checkpoints.
 
@@ -136,10 +144,14 @@ def save_checkpoint(
         :func:`model_weights` of the run.
     optimizer, scheduler
         Their state dicts are stored.
-    curve : list of [step, loss]
+    curve : list of [step, loss, ...]
         The loss curve so far.
     identity : str
         The run identity, checked by :func:`load_checkpoint`.
+    extra : mapping, optional
+        More state to resume from (tensors and plain data only, loadable with
+        ``weights_only=True``), stored after the rest: a DeePSiM run's discriminator
+        optimiser and pausing rule. Read back by ``resume_checkpoint``'s ``restore``.
 
     Returns
     -------
@@ -154,7 +166,7 @@ def save_checkpoint(
         "identity": identity,
     }
     path = folder / f"step-{step}.pt"
-    save_atomic({**weights, **state}, path)
+    save_atomic({**weights, **state, **dict(extra or {})}, path)
     for old in checkpoint_files(folder)[:-2]:  # keep the last two: one may be cut short
         old.unlink()
     return path
@@ -167,6 +179,7 @@ def resume_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     encoder: nn.Module | None = None,
+    restore: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> tuple[int, list[list[float]]] | None:
     """Load the newest readable checkpoint of run ``identity`` into the training state.
 
@@ -179,6 +192,10 @@ def resume_checkpoint(
     model, optimizer, scheduler : the decoder (not its DDP wrapper), its Adam and its schedule
     encoder : nn.Module, optional
         The trainable encoder of an autoencoder; loaded when the checkpoint holds one.
+    restore : callable, optional
+        Called with the whole checkpoint after the rest is loaded, for the state the run
+        saved itself (``save_checkpoint``'s ``extra``, :func:`model_weights`'s
+        ``discriminator``).
 
     Returns
     -------
@@ -198,6 +215,8 @@ def resume_checkpoint(
         encoder.load_state_dict(ckpt["encoder"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    if restore is not None:
+        restore(ckpt)
     return int(ckpt["step"]), [list(p) for p in ckpt["curve"]]
 
 
@@ -207,7 +226,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     Returns
     -------
     blob : dict
-        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``.
+        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``,
+        ``discriminator`` (``loss: deepsim`` runs only; not needed to reconstruct).
     config : dict
         The effective training config and provenance (parsed from ``blob["config"]``).
 

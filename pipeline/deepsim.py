@@ -17,7 +17,8 @@ DeePSiM) adds two terms to the generator's (here: decoder's) objective,
 :func:`high_frequency_ratio` (from :mod:`pipeline.sharpness`, re-exported here) measures the
 sharpness the extra terms are meant to bring back.
 
-This module is library groundwork only: nothing in ``training.py`` or ``stages/`` uses it yet.
+Training wires it in with ``train.loss: deepsim`` and the ``train.deepsim`` subsection
+(:class:`pipeline.training.TrainParams`, :func:`pipeline.training.deepsim_step`).
 
 Public API: :class:`DeepSimParams`, :data:`LOSSES`, :data:`PAPER_LAMBDAS`,
 :func:`paper_weights`, :class:`Comparator`, :func:`feature_loss`, :class:`Discriminator`,

@@ -1,15 +1,20 @@
 """Train a decoder to invert a representation (``invert train TARGET``), docs/method.md §5.
 
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
-trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). Batches
+trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). With
+``loss: deepsim`` the objective is the follow-up paper's instead (:mod:`pipeline.deepsim`):
+pixel + comparator-feature + adversarial terms, the discriminator trained in alternation
+(:func:`deepsim_step`); a pixel run's outputs are byte-identical to those of the code
+before that option existed. Batches
 stream from the stores (:mod:`pipeline.loader`) or, with ``online: true``, the features are
 computed from the images on the training device by the target's extractor
 (:attr:`pipeline.features.base.Extractor.on_device`).
 
 Free functions, as in the torchvision reference scripts: :func:`train_step` (one optimiser
-step), ``_run_steps`` (the steps between two checkpoints), ``_fit`` (resume, then steps and
-checkpoints, :mod:`pipeline.checkpoints`), :func:`evaluate_loss` (the test loss), setup
-helpers (inputs, decoder, optimiser, torchrun) and :func:`train`, which wires them.
+step; :func:`deepsim_step` for DeePSiM), ``_run_steps`` (the steps between two
+checkpoints), ``_fit`` (resume, then steps and checkpoints, :mod:`pipeline.checkpoints`),
+:func:`evaluate_loss` (the test loss), setup helpers (inputs, decoder, optimiser, torchrun,
+DeePSiM adversary) and :func:`train`, which wires them.
 
 Checkpoints are written every ``checkpoint_every`` steps into a folder named by the hash of
 everything that determines the weights (target, decoder and its version, optimiser settings,
@@ -38,18 +43,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import decoders, features, trivial
+from pipeline import alexnet, decoders, deepsim, features, trivial
+from pipeline.alexnet.activations import AlexNetParams
 from pipeline.checkpoints import model_weights, resume_checkpoint, save_atomic, save_checkpoint
 from pipeline.config import as_dict, parse
+from pipeline.deepsim import LOSSES, Alternation, DeepSimParams
 from pipeline.devices import resolve_device
-from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
+from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError, PipelineError
 from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
 from pipeline.pixels import target_images
 from pipeline.progress import progress_bar
@@ -57,8 +64,11 @@ from pipeline.provenance import identity_params, open_feature_store
 from pipeline.store import Store, identity_of, open_store
 
 __all__ = [
+    "Adversary",
+    "DeepSimStep",
     "TrainParams",
     "TrainResult",
+    "deepsim_step",
     "evaluate_loss",
     "input_statistics",
     "parse_train_section",
@@ -67,6 +77,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Version of :class:`pipeline.deepsim.Discriminator`'s layers, recorded by DeePSiM runs:
+#: bump it when they change, so that a checkpoint of the old layers is not resumed.
+DISC_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,24 @@ class TrainParams:
         (:class:`pipeline.decoders.InputNorm`); 0 leaves the raw features (the paper). Not
         used in autoencoder mode, where the encoder's output changes as it trains.
     loader : LoaderParams
+    loss : {"pixel", "deepsim"}
+        ``pixel``: the paper's pixel MSE alone (:func:`train_step`). ``deepsim``: the
+        follow-up's pixel + feature + adversarial mix (:func:`deepsim_step`, [1]).
+    deepsim : DeepSimParams
+        The ``train.deepsim`` subsection: [1]'s weights, comparator layer, pausing rule and
+        discriminator optimiser; used only with ``loss: deepsim``. Its own ``loss`` field
+        is set to ``loss`` whatever it was given (and validated for it);
+        ``train.deepsim.loss`` is refused by :func:`parse_train_section`.
+
+    Notes
+    -----
+    ``loss`` and ``deepsim`` enter the recorded config and the run identity only when
+    ``loss`` is ``deepsim``, so a pixel run's files are those of the code before DeePSiM.
+
+    References
+    ----------
+    .. [1] A. Dosovitskiy, T. Brox. Generating Images with Perceptual Similarity Metrics
+       based on Deep Networks. NIPS 2016 (:mod:`pipeline.deepsim`).
     """
 
     mode: Literal["fixed", "autoencoder"] = "fixed"
@@ -126,8 +158,14 @@ class TrainParams:
     eval_batches: int = 4
     input_statistics: int = 1024
     loader: LoaderParams = field(default_factory=LoaderParams)
+    loss: Literal["pixel", "deepsim"] = "pixel"
+    deepsim: DeepSimParams = field(default_factory=DeepSimParams)
 
     def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"invalid train value for loss: {self.loss!r}; use one of {LOSSES}")
+        if self.deepsim.loss != self.loss:  # the subsection's loss follows train.loss
+            object.__setattr__(self, "deepsim", replace(self.deepsim, loss=self.loss))
         checks = {
             "width": self.width > 0,
             "steps": self.steps >= 1,
@@ -145,14 +183,53 @@ class TrainParams:
         if bad:
             raise ConfigError(f"invalid train value(s) for {', '.join(bad)}: {self}")
 
+    def record(self) -> dict[str, Any]:
+        """The params as recorded in ``config.json``, ``model.pt`` and every checkpoint.
+
+        ``loss`` and ``deepsim`` appear only for a ``deepsim`` run (without the subsection's
+        copy of ``loss``): a pixel run records what it recorded before DeePSiM existed.
+        """
+        d = as_dict(self)
+        if self.loss == "pixel":
+            d.pop("loss")
+            d.pop("deepsim")
+        else:
+            d["deepsim"].pop("loss")
+        return d
+
     def identity_fields(self) -> dict[str, Any]:
         """What determines the weights (not steps, logging, checkpointing or device)."""
-        d = as_dict(self)
+        d = self.record()
         for k in ("steps", "checkpoint_every", "log_every", "device", "eval_batches"):
             d.pop(k)
         d["loader"].pop("prefetch")
         d["loader"].pop("pin_memory")
         return d
+
+
+#: subsections merged key by key when an override names them (the rest are replaced whole)
+_NESTED = ("loader", "deepsim")
+
+
+def _overlay(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys on top; :data:`_NESTED` subsections merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        if key in _NESTED and isinstance(value, Mapping):
+            merged[key] = {**dict(merged.get(key) or {}), **dict(value)}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _refuse_nested_loss(section: Mapping[str, Any], where: str) -> None:
+    """``where.deepsim.loss`` would say the loss twice: it is set by ``where.loss`` alone."""
+    sub = section.get("deepsim") if isinstance(section, Mapping) else None
+    if isinstance(sub, Mapping) and "loss" in sub:
+        raise ConfigError(
+            f"params key '{where}.deepsim.loss' is not allowed: choose the loss with "
+            f"'{where}.loss: deepsim' (or pixel); train.deepsim holds its weights only"
+        )
 
 
 def parse_train_section(section: Mapping[str, Any] | None, target: str) -> TrainParams:
@@ -163,7 +240,9 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     section : mapping or None
         ``{<common keys>, autoencoder: {...}, <target>: {<overrides>}, ...}``; keys naming a
         decoder target hold that target's overrides; ``autoencoder`` holds overrides applied
-        when ``mode`` is ``autoencoder`` (before the target's).
+        when ``mode`` is ``autoencoder`` (before the target's). The ``loader`` and
+        ``deepsim`` subsections of an override are merged key by key
+        (``train.hog.deepsim: {lambda_adv: 0}`` keeps ``train.deepsim``'s other keys).
     target : str
 
     Returns
@@ -177,25 +256,20 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     autoencoder = section.pop("autoencoder", None) or {}
     if not isinstance(autoencoder, Mapping):
         raise ConfigError("params section 'train.autoencoder' must be a mapping")
+    _refuse_nested_loss(section, "train")
+    _refuse_nested_loss(autoencoder, "train.autoencoder")
     parse(TrainParams, section, section="train")  # the common keys, reported as train.KEY
     parse(TrainParams, {**section, **dict(autoencoder)}, section="train.autoencoder")
     if section.get("mode") == "autoencoder":  # the autoencoder subsection applies on top
-        section = {**section, **{k: v for k, v in autoencoder.items() if k != "loader"}}
-        if "loader" in autoencoder:
-            section["loader"] = {**dict(section.get("loader") or {}), **autoencoder["loader"]}
-    merged = dict(section)
+        section = _overlay(section, autoencoder)
     own = overrides.get(target) or {}
     if not isinstance(own, Mapping):
         raise ConfigError(f"params section 'train.{target}' must be a mapping")
-    for key, value in own.items():
-        if key == "loader" and isinstance(value, Mapping):
-            merged["loader"] = {**dict(merged.get("loader") or {}), **dict(value)}
-        else:
-            merged[key] = value
     for name, sub in overrides.items():  # validate the other targets' keys too
+        _refuse_nested_loss(sub or {}, f"train.{name}")
         if name != target:
             parse(TrainParams, {**section, **dict(sub or {})}, section=f"train.{name}")
-    return parse(TrainParams, merged, section=f"train.{target}")
+    return parse(TrainParams, _overlay(section, own), section=f"train.{target}")
 
 
 @dataclass(frozen=True)
@@ -339,6 +413,198 @@ def train_step(
     return float(loss.item())
 
 
+@dataclass
+class Adversary:
+    """The DeePSiM side of a ``loss: deepsim`` run [1]: what :func:`deepsim_step` updates.
+
+    Attributes
+    ----------
+    params : DeepSimParams
+        The weights of the three terms, the pausing ratio, the discriminator's Adam.
+    comparator : nn.Module or None
+        The frozen AlexNet layer group of :class:`pipeline.deepsim.Comparator` on the
+        training device; ``None`` when ``lambda_feat`` is 0 (no feature term).
+    disc : nn.Module
+        :class:`pipeline.deepsim.Discriminator` of the image and the decoder's input
+        features. Trained even when ``lambda_adv`` is 0, where its losses are a diagnostic
+        only (how well reconstructions can be told from their targets).
+    opt : torch.optim.Optimizer
+        The discriminator's own Adam (``disc_lr``, ``disc_betas``; no learning-rate decay).
+    alternation : Alternation
+        [1]'s pausing rule and its history.
+    """
+
+    params: DeepSimParams
+    comparator: nn.Module | None
+    disc: nn.Module
+    opt: torch.optim.Optimizer
+    alternation: Alternation
+
+    #: checkpoint keys of the state beyond :func:`model_weights`'s ``discriminator``
+    STATE_KEYS: ClassVar[tuple[str, ...]] = ("disc_optimizer", "alternation")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The discriminator's Adam and the pausing rule, as ``save_checkpoint``'s ``extra``."""
+        return {
+            "disc_optimizer": self.opt.state_dict(),
+            "alternation": self.alternation.state_dict(),
+        }
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Load the discriminator, its Adam and the pausing rule from a checkpoint."""
+        missing = [k for k in ("discriminator", *self.STATE_KEYS) if k not in ckpt]
+        if missing:
+            raise CheckpointError(
+                f"the checkpoint has no {', '.join(missing)}: it was not written by a "
+                "loss: deepsim run of this code; delete its folder to train from scratch"
+            )
+        self.disc.load_state_dict(ckpt["discriminator"])
+        self.opt.load_state_dict(ckpt["disc_optimizer"])
+        self.alternation = Alternation.from_state_dict(ckpt["alternation"])
+
+
+@dataclass(frozen=True)
+class DeepSimStep:
+    """The losses of one :func:`deepsim_step`, all measured before its updates.
+
+    ``objective`` is the decoder's loss (:func:`pipeline.deepsim.total_generator_loss`),
+    ``pixel`` its pixel MSE, ``feature`` the comparator term (NaN when ``lambda_feat`` is
+    0), ``adv_g`` / ``adv_d`` the generator's and the discriminator's adversarial losses;
+    ``disc_trained`` / ``gen_adv_used`` say which side the pausing rule let train.
+    """
+
+    objective: float
+    pixel: float
+    feature: float
+    adv_g: float
+    adv_d: float
+    disc_trained: bool
+    gen_adv_used: bool
+
+    #: the loss-curve CSV's columns after ``step`` (``loss`` is ``objective``)
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "loss",
+        "pixel",
+        "feature",
+        "adv_g",
+        "adv_d",
+        "disc_trained",
+        "gen_adv_used",
+    )
+
+    def row(self) -> tuple[float, ...]:
+        """The values in :attr:`COLUMNS`' order (the booleans as 0/1)."""
+        return (
+            self.objective,
+            self.pixel,
+            self.feature,
+            self.adv_g,
+            self.adv_d,
+            float(self.disc_trained),
+            float(self.gen_adv_used),
+        )
+
+
+def deepsim_step(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    adversary: Adversary,
+    feats: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    encoder: Encoder | None = None,
+    images: torch.Tensor | None = None,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+) -> DeepSimStep:
+    """One step of [1]'s alternating training: the decoder, then the discriminator.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The decoder (the generator of [1]).
+    opt : torch.optim.Optimizer
+        The decoder's Adam (and the encoder's in autoencoder mode).
+    adversary : Adversary
+        Comparator, discriminator, its Adam and the pausing rule; ``adversary.alternation``
+        is advanced by this step.
+    feats : (B, ...) Tensor
+        Input features on the device (ignored when ``encoder`` is given); also the
+        discriminator's condition.
+    targets : (B, 3, S, S) Tensor of float32
+        :func:`pipeline.pixels.target_images` of the batch.
+    encoder, images, autocast
+        As in :func:`train_step`.
+
+    Returns
+    -------
+    DeepSimStep
+
+    Notes
+    -----
+    The decision of [1]'s pausing rule comes from the previous step's losses
+    (:class:`pipeline.deepsim.Alternation`): a paused generator term leaves the adversarial
+    loss out of the decoder's objective; a paused discriminator takes no step. Both
+    adversarial losses are measured every step, paused or not. The discriminator's
+    condition is detached: in autoencoder mode the encoder learns from the decoder's
+    objective only through the reconstruction, not through the discriminator's input.
+    Dropout in the discriminator draws from the global RNG (``_run_steps`` seeds it per
+    step).
+    """
+    p = adversary.params
+    decision = adversary.alternation.decision()
+    with autocast or contextlib.nullcontext():
+        if encoder is not None:
+            assert images is not None
+            feats = encoder(images)  # the encoder trains with the decoder
+        x_hat = net(feats).float()  # (B, 3, S, S)
+        pixel = F.mse_loss(x_hat, targets)
+        feat = None
+        if adversary.comparator is not None:
+            feat = deepsim.feature_loss(adversary.comparator, x_hat, targets)
+        d_loss, g_adv = deepsim.adversarial_losses(adversary.disc, x_hat, targets, feats.detach())
+        adv = g_adv if decision.update_gen_adv else None
+        objective = deepsim.total_generator_loss(p, pixel, feat, adv)
+    if not (torch.isfinite(objective) and torch.isfinite(d_loss)):
+        raise PipelineError(
+            f"loss became {objective.item()} (discriminator: {d_loss.item()}); lower lr or "
+            "train.deepsim.disc_lr"
+        )
+    opt.zero_grad(set_to_none=True)
+    objective.backward()
+    opt.step()
+    # g_adv's backward also filled the discriminator's gradients: dropped here, unused
+    adversary.opt.zero_grad(set_to_none=True)
+    if decision.update_disc:
+        d_loss.backward()  # x_hat is detached in d_loss: only the discriminator learns
+        adversary.opt.step()
+    adversary.alternation.observe(float(d_loss.item()), float(g_adv.item()))
+    return DeepSimStep(
+        objective=float(objective.item()),
+        pixel=float(pixel.item()),
+        feature=math.nan if feat is None else float(feat.item()),
+        adv_g=float(g_adv.item()),
+        adv_d=float(d_loss.item()),
+        disc_trained=decision.update_disc,
+        gen_adv_used=decision.update_gen_adv,
+    )
+
+
+@contextlib.contextmanager
+def _step_rng(seed: int, step: int, device: torch.device) -> Iterator[None]:
+    """The global RNG seeded from ``(seed, step)`` for one step, restored afterwards.
+
+    What a DeePSiM step draws (the discriminator's dropout masks) is then a function of
+    the run's seed and the step alone: a resumed run draws what an uninterrupted one does,
+    with no RNG state in the checkpoint, and nothing else sees the draws.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        # mixed by SeedSequence: torch's CPU generator keeps only 32 bits of a seed
+        mixed = np.random.SeedSequence([seed & (2**64 - 1), step]).generate_state(1)[0]
+        torch.manual_seed(int(mixed))
+        yield
+
+
 @torch.no_grad()
 def evaluate_loss(
     model: nn.Module,
@@ -415,6 +681,7 @@ class _Inputs:
     is the target's extractor on the device (``online: true`` and autoencoders) and
     ``encoder_net`` its network (AlexNet layers; trainable in autoencoder mode); otherwise
     ``store`` is the feature store at ``features_path`` (both None with an ``encoder``).
+    ``feature_shape`` is one sample's features ``(C, ...)``.
     """
 
     images: Store
@@ -424,6 +691,7 @@ class _Inputs:
     store: Store | None
     features_path: str | Path | None
     in_channels: int
+    feature_shape: tuple[int, ...]
 
 
 def _open_inputs(
@@ -438,24 +706,33 @@ def _open_inputs(
     images = open_store(images_path, kind="images")
     if params.online or params.mode == "autoencoder":
         encoder, net = _online_encoder(target, params, feature_params, device)
-        shape = features.get(target).output_shape(feature_params, 256, 256)  # (C, ...)
-        return _Inputs(images, images_path, encoder, net, None, None, int(shape[0]))
+        shape = tuple(features.get(target).output_shape(feature_params, 256, 256))  # (C, ...)
+        return _Inputs(images, images_path, encoder, net, None, None, int(shape[0]), shape)
     store = _open_features(target, features_path, feature_params, images)
-    channels = int(store.array("features").shape[1])  # features: (N, C, ...)
-    return _Inputs(images, images_path, None, None, store, features_path, channels)
+    shape = tuple(store.array("features").shape[1:])  # features: (N, C, ...)
+    return _Inputs(images, images_path, None, None, store, features_path, int(shape[0]), shape)
 
 
 def _run_config(
-    target: str, params: TrainParams, feature_params: Any, inputs: _Inputs
+    target: str,
+    params: TrainParams,
+    feature_params: Any,
+    inputs: _Inputs,
+    comparator_params: AlexNetParams | None = None,
 ) -> dict[str, Any]:
-    """``config.json``: what made the decoder (also inside ``model.pt`` and every checkpoint)."""
+    """``config.json``: what made the decoder (also inside ``model.pt`` and every checkpoint).
+
+    A ``loss: deepsim`` run adds ``deepsim``: the comparator's network (arch, layer,
+    weights and whether they are random; ``None`` without a feature term) and the
+    discriminator's version. Pixel runs record what they did before DeePSiM existed.
+    """
     extractor = features.get(target)
     described = extractor.describe(feature_params)
     store = inputs.store
-    return {
+    config = {
         "target": target,
         "decoder_version": decoders.version(target),
-        "params": as_dict(params),
+        "params": params.record(),
         "feature_params": identity_params(feature_params),
         "extractor_version": extractor.version,
         "encoder_weights": described.get("weights") if inputs.encoder_net is not None else None,
@@ -466,6 +743,17 @@ def _run_config(
         "images_fingerprint": inputs.images.fingerprint,
         "features_fingerprint": None if store is None else store.fingerprint,
     }
+    if params.loss == "deepsim":
+        comparator = None
+        if comparator_params is not None and params.deepsim.lambda_feat > 0:
+            comparator = {
+                "arch": comparator_params.arch,
+                "layer": params.deepsim.comparator_layer,
+                "weights": alexnet.describe_weights(comparator_params.weights),
+                "random_weights": alexnet.is_random_weights(comparator_params.weights),
+            }
+        config["deepsim"] = {"comparator": comparator, "discriminator_version": DISC_VERSION}
+    return config
 
 
 @dataclass(frozen=True)
@@ -542,6 +830,58 @@ def _build_optimiser(
     return opt, torch.optim.lr_scheduler.StepLR(opt, params.lr_decay_every, params.lr_decay)
 
 
+def _comparator_params(params: TrainParams, given: Any | None) -> AlexNetParams | None:
+    """The comparator's network params (``extract.alexnet``) when the run needs them."""
+    if params.loss != "deepsim" or params.deepsim.lambda_feat == 0:
+        return None
+    if given is None:
+        raise ConfigError(
+            f"loss: deepsim with lambda_feat={params.deepsim.lambda_feat} compares images "
+            "through AlexNet: pass comparator_params (the extract.alexnet section: arch and "
+            "weights), or set train.deepsim.lambda_feat: 0"
+        )
+    if isinstance(given, Mapping):
+        given = features.parse_params("conv5", dict(given))
+    if not isinstance(given, AlexNetParams):
+        raise ConfigError(f"comparator_params must be extract.alexnet params, got {given!r}")
+    return given
+
+
+def _build_adversary(
+    params: TrainParams,
+    inputs: _Inputs,
+    comparator_params: AlexNetParams | None,
+    device: torch.device,
+) -> Adversary | None:
+    """Comparator, discriminator and its Adam of a ``loss: deepsim`` run; ``None`` otherwise.
+
+    The comparator is ``extract.alexnet``'s network (arch and weights, the one source used
+    everywhere), frozen, on ``device``. The discriminator has the decoder's ``width`` and
+    is initialised from ``params.seed`` without touching the global RNG.
+    """
+    if params.loss != "deepsim":
+        return None
+    p = params.deepsim
+    comparator: nn.Module | None = None
+    if comparator_params is not None:
+        assert p.comparator_layer is not None  # DeepSimParams: lambda_feat > 0 needs one
+        if alexnet.is_random_weights(comparator_params.weights):
+            log.warning(
+                "the DeePSiM comparator is a random AlexNet (extract.alexnet.weights %s): "
+                "the feature loss is not [1]'s",
+                comparator_params.weights,
+            )
+        net = alexnet.build(comparator_params.arch, weights=comparator_params.weights)
+        comparator = deepsim.Comparator(net, p.comparator_layer, comparator_params.arch)
+        comparator = comparator.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        disc = deepsim.Discriminator(math.prod(inputs.feature_shape), width=params.width)
+    disc = disc.to(device).train()
+    opt = torch.optim.Adam(disc.parameters(), lr=p.disc_lr, betas=p.disc_betas)
+    return Adversary(p, comparator, disc, opt, Alternation(p.pause_ratio))
+
+
 def _parallel(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel under torchrun, else ``model`` itself."""
     if not _process_group():
@@ -559,14 +899,16 @@ class _Meter:
     """The loss curve, the losses since its last point, the progress bar (cf. ``MetricLogger``).
 
     ``curve`` gets a point ``[step, mean loss]`` every ``log_every`` steps and at the last
-    step; the bar shows the latest loss and the samples per second of this process.
+    step; the bar shows the latest loss and the samples per second of this process. A
+    DeePSiM run records a row of values per step (:meth:`DeepSimStep.row`) and its points
+    are ``[step, mean of each]``.
     """
 
     def __init__(
         self, target: str, params: TrainParams, step: int, curve: list[list[float]], show: bool
     ) -> None:
         self.params, self.curve = params, curve
-        self.running: list[float] = []
+        self.running: list[Any] = []  # floats, or rows of floats (DeePSiM)
         self.bar = progress_bar(
             total=params.steps,
             initial=step,
@@ -577,14 +919,18 @@ class _Meter:
         )
         self.t0, self.n0 = time.perf_counter(), step
 
-    def update(self, step: int, loss: float) -> None:
-        """Record the loss of the step that brought the run to ``step`` steps."""
+    def update(self, step: int, loss: float | tuple[float, ...]) -> None:
+        """Record the loss (or row of losses) of the step that brought the run to ``step``."""
         self.running.append(loss)
         if step % self.params.log_every == 0 or step == self.params.steps:
-            self.curve.append([step, float(np.mean(self.running))])
+            if isinstance(loss, tuple):
+                self.curve.append([step, *(float(np.mean(c)) for c in zip(*self.running))])
+            else:
+                self.curve.append([step, float(np.mean(self.running))])
             self.running = []
         rate = (step - self.n0) * self.params.batch_size / max(time.perf_counter() - self.t0, 1e-9)
-        latest = self.running[-1] if self.running else self.curve[-1][1]
+        last = self.running[-1] if self.running else self.curve[-1][1:]
+        latest = last[0] if isinstance(last, (tuple, list)) else last
         self.bar.set_postfix(loss=f"{latest:.4f}", samples_s=f"{rate:.0f}")
         self.bar.update(1)
 
@@ -606,6 +952,7 @@ def _run_steps(
     steps: range,
     encoder: Encoder | None,
     meter: _Meter,
+    adversary: Adversary | None = None,
 ) -> None:
     """Take the optimiser steps ``steps`` (counted from 0): the loop between two checkpoints.
 
@@ -622,6 +969,9 @@ def _run_steps(
         The target's extractor on the device: frozen in fixed mode, trained in autoencoder mode.
     meter : _Meter
         Records every step's loss.
+    adversary : Adversary, optional
+        A ``loss: deepsim`` run's: each step is a :func:`deepsim_step` under an RNG
+        seeded from ``(seed, step)`` (:func:`_step_rng`) instead of a :func:`train_step`.
     """
     trained = encoder if run.params.mode == "autoencoder" else None
     autocast = (
@@ -638,8 +988,15 @@ def _run_steps(
                 feats = encoder(x)  # online features
             elif encoder is None:
                 feats = feats.to(run.device, non_blocking=True).float()
+        loss: float | tuple[float, ...]
         try:
-            loss = train_step(net, opt, feats, y, encoder=trained, images=x, autocast=autocast)
+            if adversary is None:
+                loss = train_step(net, opt, feats, y, encoder=trained, images=x, autocast=autocast)
+            else:
+                with _step_rng(run.params.seed, step, run.device):
+                    loss = deepsim_step(
+                        net, opt, adversary, feats, y, encoder=trained, images=x, autocast=autocast
+                    ).row()
         except PipelineError as err:
             raise PipelineError(f"train {run.target}, step {step}: {err}") from None
         sched.step()
@@ -654,14 +1011,20 @@ def _fit(
     inputs: _Inputs,
     *,
     progress: bool,
+    adversary: Adversary | None = None,
 ) -> tuple[int, list[list[float]]]:
     """Resume the run from its last checkpoint and train it to ``params.steps``.
 
     A checkpoint is written every ``checkpoint_every`` steps and at the last step (by rank
-    0). Returns the steps taken and the loss curve, both counted from the run's start.
+    0); a DeePSiM run's also holds the discriminator, its Adam and the pausing rule
+    (``adversary``, restored on resume). Returns the steps taken and the loss curve, both
+    counted from the run's start.
     """
     p, device = run.params, run.device
-    resumed = resume_checkpoint(run.folder, run.identity, model, opt, sched, inputs.encoder_net)
+    restore = None if adversary is None else adversary.restore
+    resumed = resume_checkpoint(
+        run.folder, run.identity, model, opt, sched, inputs.encoder_net, restore=restore
+    )
     if resumed is not None:
         log.info("resuming %s from step %d (%s)", run.target, resumed[0], run.folder)
     step, curve = resumed or (0, [])
@@ -683,11 +1046,16 @@ def _fit(
     try:
         while step < p.steps:
             stop = min(p.steps, (step // p.checkpoint_every + 1) * p.checkpoint_every)
-            _run_steps(run, net, opt, sched, batches, range(step, stop), inputs.encoder, meter)
+            todo = range(step, stop)
+            _run_steps(run, net, opt, sched, batches, todo, inputs.encoder, meter, adversary)
             step = stop
             if run.rank == 0:
-                weights = model_weights(model, run.config, inputs.encoder_net)
-                save_checkpoint(run.folder, step, weights, opt, sched, meter.curve, run.identity)
+                disc = None if adversary is None else adversary.disc
+                weights = model_weights(model, run.config, inputs.encoder_net, disc)
+                extra = None if adversary is None else adversary.checkpoint_state()
+                save_checkpoint(
+                    run.folder, step, weights, opt, sched, meter.curve, run.identity, extra
+                )
     finally:
         meter.bar.close()
         del batches, loader
@@ -704,7 +1072,10 @@ def _write_outputs(
     metrics_path: str | Path | None,
     plots_path: str | Path | None,
 ) -> None:
-    """``model.pt``, ``config.json``, the metrics JSON and the loss CSV."""
+    """``model.pt``, ``config.json``, the metrics JSON and the loss CSV.
+
+    The CSV is ``step,loss``; a DeePSiM run's points carry :attr:`DeepSimStep.COLUMNS`.
+    """
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(blob, out / "model.pt")
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -713,26 +1084,46 @@ def _write_outputs(
         Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     if plots_path is not None:
         Path(plots_path).parent.mkdir(parents=True, exist_ok=True)
-        lines = ["step,loss"] + [f"{s},{v:.6g}" for s, v in curve]
+        if curve and len(curve[0]) > 2:  # DeePSiM
+            head = ",".join(("step", *DeepSimStep.COLUMNS))
+            lines = [head] + [f"{s}," + ",".join(f"{v:.6g}" for v in vs) for s, *vs in curve]
+        else:
+            lines = ["step,loss"] + [f"{s},{v:.6g}" for s, v in curve]
         Path(plots_path).write_text("\n".join(lines) + "\n")
 
 
 def _metrics(
-    run: _Run, model: nn.Module, inputs: _Inputs, step: int, curve: list[list[float]]
+    run: _Run,
+    model: nn.Module,
+    inputs: _Inputs,
+    step: int,
+    curve: list[list[float]],
+    adversary: Adversary | None = None,
 ) -> dict[str, Any]:
-    """The metrics JSON: steps, final train loss and test loss, parameters."""
+    """The metrics JSON: steps, final train loss and test loss, parameters.
+
+    ``train_loss`` is the pixel MSE (comparable with ``test_loss``) for either loss; a
+    DeePSiM run adds its objective and how often the pausing rule paused each side.
+    """
     if inputs.encoder_net is not None:
         inputs.encoder_net.eval()
     images, stored, encoder = inputs.images_path, inputs.features_path, inputs.encoder
     test_loss = evaluate_loss(model, run.target, images, stored, run.params, run.device, encoder)
-    return {
+    pixel = 1 if adversary is None else 1 + DeepSimStep.COLUMNS.index("pixel")
+    metrics: dict[str, Any] = {
         "target": run.target,
         "steps": step,
         # pixel MSE to 4 significant digits: the float noise between machines is below that
-        "train_loss": float(f"{curve[-1][1]:.4g}") if curve else math.nan,
+        "train_loss": float(f"{curve[-1][pixel]:.4g}") if curve else math.nan,
         "test_loss": None if test_loss is None else float(f"{test_loss:.4g}"),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if adversary is not None:
+        metrics["loss"] = "deepsim"
+        metrics["train_objective"] = float(f"{curve[-1][1]:.4g}") if curve else math.nan
+        metrics["disc_paused"] = adversary.alternation.disc_paused
+        metrics["gen_paused"] = adversary.alternation.gen_paused
+    return metrics
 
 
 def train(
@@ -747,6 +1138,7 @@ def train(
     metrics_path: str | Path | None = None,
     plots_path: str | Path | None = None,
     progress: bool = True,
+    comparator_params: Any | None = None,
 ) -> TrainResult:
     """Train (or resume, or finish) the decoder of ``target``.
 
@@ -771,18 +1163,34 @@ def train(
         Metrics JSON and loss-curve CSV.
     progress : bool
         Show a progress bar.
+    comparator_params : AlexNetParams or mapping, optional
+        The ``extract.alexnet`` section (arch and weights): the comparator network of a
+        ``loss: deepsim`` run with ``lambda_feat > 0``, where it is required. Not used
+        otherwise.
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    ConfigError
+        Besides invalid inputs: ``loss: deepsim`` with a feature term and no
+        ``comparator_params``, or under torchrun (not supported yet).
     """
     if target not in decoders.TARGETS:
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
     if feature_params is None or isinstance(feature_params, Mapping):
         feature_params = features.parse_params(target, dict(feature_params or {}))
+    comparator = _comparator_params(params, comparator_params)
     world, rank, device = _distributed(resolve_device(params.device))
+    if params.loss == "deepsim" and _process_group():
+        raise ConfigError(
+            "loss: deepsim trains in one process only (the discriminator and its pausing "
+            "rule are not synchronised across ranks yet); run without torchrun"
+        )
     inputs = _open_inputs(target, params, feature_params, images_path, features_path, device)
-    config = _run_config(target, params, feature_params, inputs)
+    config = _run_config(target, params, feature_params, inputs, comparator)
     identity = identity_of({**config, "params": params.identity_fields(), "world_size": world})
     folder = Path(checkpoints) / f"{target}-{identity[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -790,11 +1198,13 @@ def train(
 
     model = _build_decoder(target, params, inputs, device)
     opt, sched = _build_optimiser(model, inputs.encoder_net, params)
-    step, curve = _fit(run, model, opt, sched, inputs, progress=progress)
+    adversary = _build_adversary(params, inputs, comparator, device)
+    step, curve = _fit(run, model, opt, sched, inputs, progress=progress, adversary=adversary)
     if rank != 0:
         return TrainResult(Path(out) / "model.pt", {"rank": rank})
-    metrics = _metrics(run, model, inputs, step, curve)
+    metrics = _metrics(run, model, inputs, step, curve, adversary)
     out = Path(out)
-    weights = model_weights(model, config, inputs.encoder_net)
+    disc = None if adversary is None else adversary.disc
+    weights = model_weights(model, config, inputs.encoder_net, disc)
     _write_outputs(out, weights, config, metrics, curve, metrics_path, plots_path)
     return TrainResult(out / "model.pt", metrics)

@@ -21,6 +21,9 @@ from stages.common import (
     reports_errors,
 )
 
+#: an AlexNet layer whose params are the ``extract.alexnet`` section (the comparator's network)
+COMPARATOR_FAMILY = "conv5"
+
 
 @click.command()
 @click.argument("target", type=click.Choice(decoders.TARGETS))
@@ -68,6 +71,10 @@ def train(
 ) -> None:
     """Train the decoder that inverts TARGET (pixel MSE, Adam; docs/method.md §5).
 
+    With `train.loss: deepsim` (or `train.TARGET.loss`), the DeePSiM objective of the
+    follow-up paper instead: pixel + AlexNet feature + adversarial terms weighted by
+    `train.deepsim`, the comparator network read from `extract.alexnet`.
+
     Reads the `train` section of the params file, with the TARGET subsection applied on
     top, and TARGET's extractor parameters from `extract` (`extract.hog`, `extract.alexnet`,
     ...: the feature store must have been made with them; online and for autoencoders they
@@ -85,14 +92,16 @@ def train(
         params = replace(params, device=device)
     if steps is not None:
         params = replace(params, steps=steps)
+    extract = read_section(params_file, "extract")
     extractor_section = features.get(target).section
     feature_params = features.parse_params(
-        target,
-        as_mapping(
-            read_section(params_file, "extract").get(extractor_section),
-            f"extract.{extractor_section}",
-        ),
+        target, as_mapping(extract.get(extractor_section), f"extract.{extractor_section}")
     )
+    comparator_params = None
+    if params.loss == "deepsim":  # the comparator: extract.alexnet's network (arch, weights)
+        comparator_params = features.parse_params(
+            COMPARATOR_FAMILY, as_mapping(extract.get("alexnet"), "extract.alexnet")
+        )
     result = train_decoder(
         target,
         images_path=images_path,
@@ -103,6 +112,7 @@ def train(
         feature_params=feature_params,
         metrics_path=metrics_path,
         plots_path=plots_path,
+        comparator_params=comparator_params,
     )
     if result.metrics.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         click.echo(f"decoder ready: {result.model_path} (test loss {result.metrics['test_loss']})")
