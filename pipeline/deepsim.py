@@ -14,8 +14,8 @@ DeePSiM) adds two terms to the generator's (here: decoder's) objective,
   input features (:func:`adversarial_losses`), trained in alternation with the decoder under
   a pausing rule (:class:`Alternation`).
 
-:func:`high_frequency_ratio` (from :mod:`pipeline.sharpness`, re-exported here) measures the
-sharpness the extra terms are meant to bring back.
+:func:`pipeline.sharpness.high_frequency_ratio` measures the sharpness the extra terms are
+meant to bring back.
 
 Training wires it in with ``train.loss: deepsim`` and the ``train.deepsim`` subsection
 (:class:`pipeline.training.TrainParams`, :func:`pipeline.training.deepsim_step`).
@@ -23,7 +23,7 @@ Training wires it in with ``train.loss: deepsim`` and the ``train.deepsim`` subs
 Public API: :class:`DeepSimParams`, :data:`LOSSES`, :data:`PAPER_LAMBDAS`,
 :func:`paper_weights`, :class:`Comparator`, :func:`feature_loss`, :class:`Discriminator`,
 :func:`adversarial_losses`, :class:`Decision`, :func:`decide`, :class:`Alternation`,
-:func:`total_generator_loss`, :func:`high_frequency_ratio`.
+:func:`total_generator_loss`.
 
 References
 ----------
@@ -67,7 +67,6 @@ from torch import Tensor, nn
 from pipeline import alexnet
 from pipeline.errors import ConfigError
 from pipeline.pixels import PIXEL_OFFSET
-from pipeline.sharpness import high_frequency_ratio  # re-exported: the measure of [1]'s aim
 
 __all__ = [
     "LOSSES",
@@ -81,7 +80,6 @@ __all__ = [
     "adversarial_losses",
     "decide",
     "feature_loss",
-    "high_frequency_ratio",
     "paper_weights",
     "total_generator_loss",
 ]

@@ -35,6 +35,7 @@ CVPR 2016, Sec. 3 (training).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -52,7 +53,13 @@ from torch import nn
 
 from pipeline import alexnet, decoders, deepsim, features, trivial
 from pipeline.alexnet.activations import AlexNetParams
-from pipeline.checkpoints import model_weights, resume_checkpoint, save_atomic, save_checkpoint
+from pipeline.checkpoints import (
+    model_weights,
+    read_model_file,
+    resume_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
 from pipeline.config import as_dict, parse
 from pipeline.deepsim import LOSSES, Alternation, DeepSimParams
 from pipeline.devices import resolve_device
@@ -232,18 +239,38 @@ def _refuse_nested_loss(section: Mapping[str, Any], where: str) -> None:
         )
 
 
-def parse_train_section(section: Mapping[str, Any] | None, target: str) -> TrainParams:
+def _deepsim_run(section: dict[str, Any], where: str) -> dict[str, Any]:
+    """Pop and check ``where.deepsim_run``: the overrides of a ``loss: deepsim`` run."""
+    run = section.pop("deepsim_run", None) or {}
+    if not isinstance(run, Mapping):
+        raise ConfigError(f"params section '{where}.deepsim_run' must be a mapping")
+    if "loss" in run or "deepsim_run" in run:
+        raise ConfigError(
+            f"params section '{where}.deepsim_run' holds the other train keys of a DeePSiM "
+            "run (steps, batch_size, lr, ...); the loss is chosen by train.loss or --loss"
+        )
+    return dict(run)
+
+
+def parse_train_section(
+    section: Mapping[str, Any] | None, target: str, *, loss: str | None = None
+) -> TrainParams:
     """The ``train`` section with target ``target``'s subsection applied on top.
 
     Parameters
     ----------
     section : mapping or None
-        ``{<common keys>, autoencoder: {...}, <target>: {<overrides>}, ...}``; keys naming a
-        decoder target hold that target's overrides; ``autoencoder`` holds overrides applied
-        when ``mode`` is ``autoencoder`` (before the target's). The ``loader`` and
-        ``deepsim`` subsections of an override are merged key by key
+        ``{<common keys>, autoencoder: {...}, deepsim_run: {...}, <target>: {<overrides>},
+        ...}``; keys naming a decoder target hold that target's overrides; ``autoencoder``
+        holds overrides applied when ``mode`` is ``autoencoder`` (before the target's);
+        ``deepsim_run`` (also inside a target's subsection, merged key by key into the
+        common one) holds overrides applied last when the loss is ``deepsim`` — a DeePSiM
+        run of a target next to its pixel run (``invert train hog --loss deepsim``). The
+        ``loader`` and ``deepsim`` subsections of an override are merged key by key
         (``train.hog.deepsim: {lambda_adv: 0}`` keeps ``train.deepsim``'s other keys).
     target : str
+    loss : {"pixel", "deepsim"}, optional
+        Overrides ``loss`` after the target's subsection (``invert train --loss``).
 
     Returns
     -------
@@ -256,20 +283,33 @@ def parse_train_section(section: Mapping[str, Any] | None, target: str) -> Train
     autoencoder = section.pop("autoencoder", None) or {}
     if not isinstance(autoencoder, Mapping):
         raise ConfigError("params section 'train.autoencoder' must be a mapping")
+    deepsim_run = _deepsim_run(section, "train")
     _refuse_nested_loss(section, "train")
     _refuse_nested_loss(autoencoder, "train.autoencoder")
     parse(TrainParams, section, section="train")  # the common keys, reported as train.KEY
+    parse(TrainParams, {**section, **deepsim_run}, section="train.deepsim_run")
     parse(TrainParams, {**section, **dict(autoencoder)}, section="train.autoencoder")
     if section.get("mode") == "autoencoder":  # the autoencoder subsection applies on top
         section = _overlay(section, autoencoder)
     own = overrides.get(target) or {}
     if not isinstance(own, Mapping):
         raise ConfigError(f"params section 'train.{target}' must be a mapping")
+    runs = {}
     for name, sub in overrides.items():  # validate the other targets' keys too
-        _refuse_nested_loss(sub or {}, f"train.{name}")
-        if name != target:
-            parse(TrainParams, {**section, **dict(sub or {})}, section=f"train.{name}")
-    return parse(TrainParams, _overlay(section, own), section=f"train.{target}")
+        if not isinstance(sub or {}, Mapping):
+            raise ConfigError(f"params section 'train.{name}' must be a mapping")
+        sub = dict(sub or {})
+        _refuse_nested_loss(sub, f"train.{name}")
+        runs[name] = {**deepsim_run, **_deepsim_run(sub, f"train.{name}")}
+        parse(TrainParams, {**section, **sub}, section=f"train.{name}")
+        parse(TrainParams, {**section, **sub, **runs[name]}, section=f"train.{name}.deepsim_run")
+        overrides[name] = sub
+    merged = _overlay(section, overrides.get(target) or {})
+    if loss is not None:
+        merged["loss"] = loss
+    if merged.get("loss") == "deepsim":
+        merged = _overlay(merged, runs.get(target, deepsim_run))
+    return parse(TrainParams, merged, section=f"train.{target}")
 
 
 @dataclass(frozen=True)
@@ -775,6 +815,35 @@ class _Run:
     folder: Path
 
 
+#: what a decoder started from another one must share with it
+_INIT_MUST_MATCH = ("target", "decoder_version", "feature_params", "in_channels")
+
+
+def _init_record(path: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config["init"]`` of a run started from the decoder in ``path`` (``--init-from``).
+
+    The decoder must be of the same target, family version, features and width; the record
+    (its file's sha256 and step count, no path) enters the run identity, so a checkpoint
+    of a run started from another decoder is not resumed.
+    """
+    _, made = read_model_file(path)
+    for key in _INIT_MUST_MATCH:
+        if made.get(key) != config.get(key):
+            raise IncompatibleStoreError(
+                f"--init-from {str(path)!r}: its {key} is {made.get(key)!r}, this run's "
+                f"{config.get(key)!r}; start from a decoder of the same target and features"
+            )
+    width, own = made["params"].get("width"), config["params"]["width"]
+    if width != own:
+        raise IncompatibleStoreError(
+            f"--init-from {str(path)!r}: width {width}, this run's {own}; set the same width"
+        )
+    if made["params"].get("mode") == "autoencoder":
+        raise IncompatibleStoreError(f"--init-from {str(path)!r}: an autoencoder, not a decoder")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"sha256": digest, "steps": made["params"].get("steps")}
+
+
 def _build_decoder(
     target: str, params: TrainParams, inputs: _Inputs, device: torch.device
 ) -> nn.Module:
@@ -1139,6 +1208,7 @@ def train(
     plots_path: str | Path | None = None,
     progress: bool = True,
     comparator_params: Any | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or resume, or finish) the decoder of ``target``.
 
@@ -1167,6 +1237,10 @@ def train(
         The ``extract.alexnet`` section (arch and weights): the comparator network of a
         ``loss: deepsim`` run with ``lambda_feat > 0``, where it is required. Not used
         otherwise.
+    init_from : str or Path, optional
+        A trained decoder (``model.pt``) of the same target, features and width to start
+        from instead of a random initialisation: a DeePSiM run fine-tuning the pixel-loss
+        decoder (``invert train --init-from``). Its sha256 is part of the run's identity.
 
     Returns
     -------
@@ -1191,12 +1265,18 @@ def train(
         )
     inputs = _open_inputs(target, params, feature_params, images_path, features_path, device)
     config = _run_config(target, params, feature_params, inputs, comparator)
+    if init_from is not None:
+        if params.mode != "fixed":
+            raise ConfigError("--init-from starts a fixed decoder; not an autoencoder")
+        config["init"] = _init_record(init_from, config)
     identity = identity_of({**config, "params": params.identity_fields(), "world_size": world})
     folder = Path(checkpoints) / f"{target}-{identity[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     run = _Run(target, params, device, rank, world, config, identity, folder)
 
     model = _build_decoder(target, params, inputs, device)
+    if init_from is not None:
+        model.load_state_dict(read_model_file(init_from)[0]["model"])
     opt, sched = _build_optimiser(model, inputs.encoder_net, params)
     adversary = _build_adversary(params, inputs, comparator, device)
     step, curve = _fit(run, model, opt, sched, inputs, progress=progress, adversary=adversary)

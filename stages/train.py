@@ -55,6 +55,20 @@ COMPARATOR_FAMILY = "conv5"
     default=None,
     help="Overrides train.mode; autoencoder also applies train.autoencoder.",
 )
+@click.option(
+    "--loss",
+    type=click.Choice(["pixel", "deepsim"]),
+    default=None,
+    help="Overrides train.loss and train.TARGET.loss; deepsim also applies "
+    "train.deepsim_run and train.TARGET.deepsim_run.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Start from this trained decoder of TARGET (model.pt; same features and width) "
+    "instead of random weights, e.g. a DeePSiM run fine-tuning the pixel-loss decoder.",
+)
 @reports_errors
 def train(
     target: str,
@@ -68,6 +82,8 @@ def train(
     device: str | None,
     steps: int | None,
     mode: str | None,
+    loss: str | None,
+    init_from: str | None,
 ) -> None:
     """Train the decoder that inverts TARGET (pixel MSE, Adam; docs/method.md §5).
 
@@ -86,7 +102,7 @@ def train(
     section = read_section(params_file, "train")
     if mode is not None:  # before merging: autoencoder mode applies train.autoencoder
         section["mode"] = mode
-    params = parse_train_section(section, target)
+    params = parse_train_section(section, target, loss=loss)
     # flags win over every params value they name, per-target subsections included
     if device is not None:
         params = replace(params, device=device)
@@ -113,6 +129,7 @@ def train(
         metrics_path=metrics_path,
         plots_path=plots_path,
         comparator_params=comparator_params,
+        init_from=init_from,
     )
     if result.metrics.get("rank", 0) == 0:  # under torchrun only rank 0 reports
         click.echo(f"decoder ready: {result.model_path} (test loss {result.metrics['test_loss']})")

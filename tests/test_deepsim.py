@@ -22,7 +22,6 @@ from pipeline.deepsim import (
     adversarial_losses,
     decide,
     feature_loss,
-    high_frequency_ratio,
     total_generator_loss,
 )
 from pipeline.errors import ConfigError
@@ -328,13 +327,3 @@ def test_total_generator_loss() -> None:
     # all extra weights zero: the pixel objective
     plain = DeepSimParams(loss="deepsim", lambda_feat=0.0, lambda_adv=0.0)
     assert total_generator_loss(plain, pixel, None, adv).item() == pytest.approx(0.5)
-
-
-# --- sharpness (tests in test_sharpness.py) ----------------------------------------------
-
-
-def test_high_frequency_ratio_is_re_exported_from_sharpness() -> None:
-    from pipeline import sharpness
-
-    assert high_frequency_ratio is sharpness.high_frequency_ratio
-    assert "high_frequency_ratio" in deepsim.__all__
