@@ -416,6 +416,44 @@ def _errors_section(rows: Sequence[Mapping[str, Any]], findings: Sequence[str]) 
     return parts
 
 
+def _sharpness_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The "Sharpness" section: pixel-loss and DeePSiM decoders beside the trivial baselines."""
+    if not rows:
+        return []
+    head = (
+        "<tr><th class='text'>Target</th><th class='text'>Loss</th><th>Error</th>"
+        "<th>SSIM</th><th>HF ratio</th><th>n</th><th>Mean image: error</th><th>SSIM</th>"
+        "<th>HF ratio</th><th>Nearest nb.: SSIM</th><th>HF ratio</th>"
+        "<th>New photos (n)</th></tr>"
+    )
+    body = []
+    for r in rows:
+        n = r.get("photos_images")
+        photos = _fmt(r.get("photos")) + ("" if n is None else f" ({int(n)})")
+        body.append(
+            f"<tr class='sharp' data-target='{_e(r['target'])}' data-loss='{_e(r['loss'])}'>"
+            f"<td class='text'>{_e(r['target'])}</td><td class='text'>{_e(r['loss'])}</td>"
+            f"<td>{_fmt(r['error'])}</td><td>{_fmt(r['ssim'])}</td>"
+            f"<td class='hf'>{_fmt(r['hf_ratio'])}</td><td>{int(r['images'])}</td>"
+            f"<td class='trivial'>{_fmt(r['mean_image'])}</td>"
+            f"<td class='trivial'>{_fmt(r['mean_image_ssim'])}</td>"
+            f"<td class='trivial'>{_fmt(r['mean_image_hf'])}</td>"
+            f"<td class='trivial'>{_fmt(r['nearest_ssim'])}</td>"
+            f"<td class='trivial'>{_fmt(r['nearest_hf'])}</td><td>{photos}</td></tr>"
+        )
+    return [
+        "<h2 id='sharpness'>Sharpness: pixel loss and DeePSiM (beyond the paper)</h2>",
+        f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>",
+        "<p class='footnote'>The normalised error rewards blur: the training-mean image, the "
+        "blurriest prediction there is, scores well on it. SSIM (Wang et al. 2004, Gaussian "
+        "window σ 1.5, on the grey image) and the high-frequency ratio (power above a quarter "
+        "of the Nyquist frequency, reconstructions over originals: 1 is the originals' detail, "
+        "0 a flat image) show whether the reconstructions carry the originals' detail. "
+        "DeePSiM: the same generator fine-tuned with pixel + AlexNet feature + adversarial "
+        "losses (Dosovitskiy &amp; Brox, NIPS 2016); same test images as its pixel row.</p>",
+    ]
+
+
 def _figures_section(shown: Sequence[tuple[str, str]], loss: tuple[str, str] | None) -> list[str]:
     """The "Figures" section of (caption, link) pairs, then "Training" with the loss plot."""
     parts = ["<h2 id='figures'>Figures</h2>"]
@@ -448,6 +486,7 @@ def write_report(
     loss_figure: tuple[str, Path] | None = None,
     findings: Sequence[str] = (),
     run: str = "",
+    sharpness: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write the run's report, ``out_dir/index.html``, and copy its figures beside it.
 
@@ -481,6 +520,10 @@ def write_report(
     run : str
         The run's name (``report.run`` of the params, e.g. ``"embedded default"``), shown
         under the title; empty: none shown.
+    sharpness : sequence of mapping
+        Rows of the sharpness table (:func:`pipeline.run_report.sharpness_rows`): pixel-loss
+        and DeePSiM decoders' error, SSIM and high-frequency ratio beside the trivial
+        baselines'; empty: no such section.
 
     Returns
     -------
@@ -503,6 +546,7 @@ def write_report(
     parts = _head_html(title, run)
     parts += _warning_html(provenance_warnings(provenance))
     parts += _errors_section(rows, findings)
+    parts += _sharpness_section(sharpness)
     parts += _figures_section(shown, loss)
     if notes:
         parts.append("<h2 id='notes'>Notes</h2>")

@@ -24,7 +24,7 @@ from pipeline.paper import ALEXNET, CAPTIONS, SAME_IMAGES, SHALLOW, parse_templa
 from pipeline.report import undertrained
 from pipeline.store import open_store
 
-__all__ = ["ReportInputs", "findings", "make_report", "run_provenance"]
+__all__ = ["ReportInputs", "findings", "make_report", "run_provenance", "sharpness_rows"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class ReportInputs:
         The autoencoder's (``plots/train/ae_{name}.csv``).
     figures : Path
         The folder of ``invert figures`` (its ``captions.json`` and ``same_images.json``).
+    ds_metrics, ds_photo_metrics : str, optional
+        The DeePSiM decoders' test and new-photograph metrics (``metrics/eval/ds_{name}.json``,
+        ``metrics/photos/ds_{name}.json``); None: no DeePSiM rows.
     """
 
     metrics: str
@@ -62,16 +65,20 @@ class ReportInputs:
     loss_curves: str
     ae_loss_curves: str
     figures: Path
+    ds_metrics: str | None = None
+    ds_photo_metrics: str | None = None
 
     def __post_init__(self) -> None:
-        for field in fields(self)[:-1]:
-            object.__setattr__(
-                self, field.name, parse_template(getattr(self, field.name), field.name)
-            )
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name != "figures" and value is not None:
+                object.__setattr__(self, field.name, parse_template(value, field.name))
         object.__setattr__(self, "figures", Path(self.figures))
 
 
-def _read_json(template: str, name: str) -> dict[str, Any] | None:
+def _read_json(template: str | None, name: str) -> dict[str, Any] | None:
+    if template is None:
+        return None
     path = Path(template.format(name=name))
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -79,10 +86,10 @@ def _read_json(template: str, name: str) -> dict[str, Any] | None:
 def _read_metrics(
     inputs: ReportInputs,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(test metrics, new-photo metrics), keyed ``T``, ``ae_T`` and ``mv_T`` (test only).
+    """(test metrics, new-photo metrics), keyed ``T``, ``ae_T``, ``ds_T`` and ``mv_T``.
 
-    The keys name the decoder, the autoencoder and [1] of target T, as :func:`findings`
-    and :func:`pipeline.report.undertrained` expect.
+    The keys name the decoder, the autoencoder, the DeePSiM decoder and [1] (test only) of
+    target T, as :func:`findings` and :func:`pipeline.report.undertrained` expect.
     """
     evals: dict[str, dict[str, Any]] = {}
     photos: dict[str, dict[str, Any]] = {}
@@ -91,6 +98,7 @@ def _read_metrics(
             (name, inputs.metrics, inputs.photo_metrics),
             (f"ae_{name}", inputs.ae_metrics, inputs.ae_photo_metrics),
             (f"mv_{name}", inputs.mv_metrics, None),
+            (f"ds_{name}", inputs.ds_metrics, inputs.ds_photo_metrics),
         ):
             if (m := _read_json(test, name)) is not None:
                 evals[key] = m
@@ -130,6 +138,49 @@ def _error_row(
         "photos_images": new.get("images"),
         "undertrained": undertrained(evals, key),
     }
+
+
+def sharpness_rows(
+    evals: dict[str, dict[str, Any]], photos: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The sharpness table: every decoder with a ``sharpness`` block, its DeePSiM one after it.
+
+    Each row: ``target``, ``loss`` (``pixel`` or ``deepsim``), the normalised error, the
+    Gaussian SSIM and high-frequency power ratio of the reconstructions and of the two
+    trivial baselines (:func:`pipeline.sharpness.sharpness_metrics`), ``images`` (n) and
+    the error on the new photographs.
+    """
+    rows = []
+    for name in [*SHALLOW, *ALEXNET]:
+        for key, loss in ((name, "pixel"), (f"ds_{name}", "deepsim")):
+            m = evals.get(key)
+            if m is None or "sharpness" not in m:
+                continue
+            sharp = m["sharpness"]
+            rec, mean, nn = (
+                sharp["reconstructions"],
+                sharp["mean_image"],
+                sharp["nearest_neighbour"],
+            )
+            rows.append(
+                {
+                    "target": name,
+                    "loss": loss,
+                    "error": m["normalised_error"],
+                    "ssim": rec["ssim_gaussian"],
+                    "hf_ratio": rec["hf_ratio"],
+                    "images": sharp["images"],
+                    "mean_image": m["mean_image"],
+                    "mean_image_ssim": mean["ssim_gaussian"],
+                    "mean_image_hf": mean["hf_ratio"],
+                    "nearest_ssim": nn["ssim_gaussian"],
+                    "nearest_hf": nn["hf_ratio"],
+                    "photos": photos.get(key, {}).get("normalised_error"),
+                    "photos_images": photos.get(key, {}).get("images"),
+                    "steps": m.get("steps"),
+                }
+            )
+    return rows
 
 
 def _loss_figure(inputs: ReportInputs, out: Path) -> tuple[str, Path] | None:
@@ -207,6 +258,7 @@ def make_report(
         loss_figure=_loss_figure(inputs, Path(out)),
         findings=findings(evals, photos),
         run=run,
+        sharpness=sharpness_rows(evals, photos),
     )
 
 
@@ -297,4 +349,21 @@ def findings(
                     f"{evals[name]['steps']})"
                 )
             out.append(f"{head} — {verdict}.")
+        out += _deepsim_finding(name, evals)
     return out
+
+
+def _deepsim_finding(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
+    """One sentence comparing target ``name``'s DeePSiM decoder with its pixel-loss one."""
+    pixel, ds = evals.get(name), evals.get(f"ds_{name}")
+    if pixel is None or ds is None or "sharpness" not in pixel or "sharpness" not in ds:
+        return []
+    a, b = pixel["sharpness"]["reconstructions"], ds["sharpness"]["reconstructions"]
+    sharper = "sharper" if b["hf_ratio"] > a["hf_ratio"] else "not sharper"
+    return [
+        f"{name.upper()} DeePSiM decoder ({ds.get('steps')} steps from the pixel-loss "
+        f"decoder): error {ds['normalised_error']:.3f} against the pixel loss's "
+        f"{pixel['normalised_error']:.3f}, high-frequency ratio {b['hf_ratio']:.3f} against "
+        f"{a['hf_ratio']:.3f} ({sharper}; the originals: 1), SSIM {b['ssim_gaussian']:.3f} "
+        f"against {a['ssim_gaussian']:.3f}, on the same {ds['sharpness']['images']} test images."
+    ]

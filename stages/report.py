@@ -78,6 +78,22 @@ from stages.common import (
     help=path_template("The autoencoders' ones, e.g. plots/train/ae_{name}.csv.", missing_ok=True),
 )
 @click.option(
+    "--ds-metrics",
+    default=None,
+    help=path_template(
+        "The DeePSiM decoders' test metrics, e.g. metrics/eval/ds_{name}.json (the "
+        "sharpness table's DeePSiM rows); without it, pixel-loss rows only.",
+        missing_ok=True,
+    ),
+)
+@click.option(
+    "--ds-photo-metrics",
+    default=None,
+    help=path_template(
+        "Theirs on new photographs, e.g. metrics/photos/ds_{name}.json.", missing_ok=True
+    ),
+)
+@click.option(
     "--figures",
     "figures_dir",
     required=True,
@@ -97,12 +113,15 @@ def report(
     ae_photo_metrics: str,
     loss_curves: str,
     ae_loss_curves: str,
+    ds_metrics: str | None,
+    ds_photo_metrics: str | None,
     figures_dir: str,
     out: str,
     params_file: str,
 ) -> None:
-    """Write OUT/index.html: the error table beside the paper's values, every figure, the
-    loss curves and how the run was made (data, weights, the whole params file).
+    """Write OUT/index.html: the error table beside the paper's values, the sharpness table
+    (pixel loss and DeePSiM), every figure, the loss curves and how the run was made (data,
+    weights, the whole params file).
 
     Reads the `report` section of the params file (`run`: the name shown under the title).
     """
@@ -116,6 +135,8 @@ def report(
         loss_curves=loss_curves,
         ae_loss_curves=ae_loss_curves,
         figures=Path(figures_dir),
+        ds_metrics=ds_metrics,
+        ds_photo_metrics=ds_photo_metrics,
     )
     prov = run_provenance(images_path, alexnet_store, params_file)
     path = make_report(inputs=inputs, out=out, provenance=prov, run=run)

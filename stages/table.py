@@ -119,7 +119,7 @@ def sharpness_table(metrics_dir: Path) -> str:
     header = ("store", "reconstructions", "mean image", "nearest nb.", "n")
     lines: list[tuple[str, ...]] = [header]
     for target in ROWS:
-        for stem in (target, f"ae_{target}", f"mv_{target}"):
+        for stem in (target, f"ds_{target}", f"ae_{target}", f"mv_{target}"):
             block = evals.get(stem, {}).get("sharpness")
             if block is None:
                 continue
@@ -140,7 +140,10 @@ def sharpness_table(metrics_dir: Path) -> str:
     text.append(f"window, sigma 1.5, on the luma). hf: power above {cut} x Nyquist over the")
     text.append("targets' (1: as detailed as the targets, 0: flat). The training-mean image shows")
     text.append("what blur scores: high frequencies near 0, however low its normalised error.")
-    text.append("ae_: autoencoder; mv_: [1]'s optimisation (no trivial baselines); n: test images.")
+    text.append(
+        "ds_: DeePSiM decoder; ae_: autoencoder; mv_: [1]'s optimisation (no trivial "
+        "baselines); n: test images."
+    )
     return "\n".join(text)
 
 
