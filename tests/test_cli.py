@@ -115,11 +115,12 @@ def assert_parsed_as_written(parsed: object, written: Mapping[str, Any], where: 
 
 
 def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Sections applied on top of each other; a ``loader`` subsection merges key by key."""
+    """Sections applied on top of each other; ``loader`` and ``deepsim`` subsections merge key
+    by key."""
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
-            if key == "loader":
+            if key in ("loader", "deepsim"):
                 out[key] = {**out.get(key, {}), **value}
             else:
                 out[key] = value
@@ -168,14 +169,20 @@ def test_every_section_of_the_repository_params_parses_as_written() -> None:
         assert_parsed_as_written(params, extract[own], f"extract.{own}")
         assert params == features.parse_params(name, extract[own])  # train, baseline, score
 
-    # train: common keys, train.autoencoder in autoencoder mode, then train.TARGET
+    # train: common keys, train.autoencoder in autoencoder mode, then train.TARGET; with
+    # --loss deepsim, train.deepsim_run last
     train = section("train")
-    common = {k: v for k, v in train.items() if k not in TARGETS and k != "autoencoder"}
+    nested = ("autoencoder", "deepsim_run")
+    common = {k: v for k, v in train.items() if k not in TARGETS and k not in nested}
     assert any(target in train for target in TARGETS) and "autoencoder" in train
+    assert "deepsim" in train and "deepsim_run" in train
     for target in TARGETS:
         own = train.get(target, {})
         fixed = parse_train_section(train, target)
         assert_parsed_as_written(fixed, merged(common, own), f"train.{target}")
+        ds = parse_train_section(train, target, loss="deepsim")  # `invert train --loss deepsim`
+        expected_ds = merged(common, own, {"loss": "deepsim"}, train["deepsim_run"])
+        assert_parsed_as_written(ds, expected_ds, f"train.{target} (deepsim)")
         ae_section = {**train, "mode": "autoencoder"}  # what `invert train --mode autoencoder` does
         ae = parse_train_section(ae_section, target)
         expected = merged(common, {"mode": "autoencoder"}, train["autoencoder"], own)

@@ -47,14 +47,18 @@ def test_every_stage_lists_exactly_the_code_it_runs() -> None:
 
 def test_the_closures_are_narrow() -> None:
     """A stage imports only what it runs: the SIFT extractor is not in the HOG decoder's
-    stages, and evaluation and [1] do not import the training loop."""
+    stages, and evaluation and [1] do not import the training loop (training imports AlexNet:
+    the DeePSiM comparator)."""
 
     def runs(stage: str) -> set[str]:
         return {str(p) for p in SD.stage_closure(stage, STAGES[stage][0], ROOT)}
 
     for stage in ("train@hog", "evaluate@hog", "extract@hog"):
         assert not any(p.startswith("pipeline/features/sift") for p in runs(stage)), stage
+    # training can run the DeePSiM loss (train.loss per target), whose comparator is AlexNet
+    for stage in ("evaluate@hog", "extract@hog"):
         assert not any(p.startswith("pipeline/alexnet") for p in runs(stage)), stage
+    assert "pipeline/deepsim.py" in runs("train@hog")
     for stage in ("evaluate@hog", "evaluate@conv5", "baseline@conv5", "evaluate_ae@fc8"):
         assert "pipeline/training.py" not in runs(stage), stage
     for stage in ("train@hog", "train@conv5", "train_ae@conv5"):
