@@ -19,11 +19,11 @@ from torch import nn
 
 from pipeline.checkpoints import load_decoder
 from pipeline.deepsim import Alternation, DeepSimParams, Discriminator
+from pipeline.deepsim_training import Adversary, deepsim_step, step_rng
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.loader import LoaderParams
 from pipeline.runner import RunnerParams
-from pipeline.deepsim_training import Adversary, deepsim_step, step_rng
 from pipeline.training import TrainParams, parse_train_section, train, train_step
 
 COMPARATOR = {"arch": "caffenet", "weights": "random:0"}
