@@ -33,7 +33,7 @@ from torch import nn
 from pipeline import alexnet
 from pipeline.decoders import TARGETS, build, input_shape, output_size, parameter_count
 from pipeline.deepsim import Alternation, Comparator, DeepSimParams, Discriminator
-from pipeline.training import Adversary, deepsim_step
+from pipeline.deepsim_training import Adversary, deepsim_step
 
 
 def time_steps(

@@ -3,18 +3,19 @@
 Pixel-space mean squared error, Adam, step decay of the learning rate; only the decoder
 trains (mode ``fixed``), or the AlexNet encoder with it (mode ``autoencoder``). With
 ``loss: deepsim`` the objective is the follow-up paper's instead (:mod:`pipeline.deepsim`):
-pixel + comparator-feature + adversarial terms, the discriminator trained in alternation
-(:func:`deepsim_step`); a pixel run's outputs are byte-identical to those of the code
-before that option existed. Batches
+pixel + comparator-feature + adversarial terms, the discriminator trained in alternation;
+its step, adversary and records are :mod:`pipeline.deepsim_training`'s, which this loop
+calls. A pixel run's outputs are byte-identical to those of the code before that option
+existed. Batches
 stream from the stores (:mod:`pipeline.loader`) or, with ``online: true``, the features are
 computed from the images on the training device by the target's extractor
 (:attr:`pipeline.features.base.Extractor.on_device`).
 
 Free functions, as in the torchvision reference scripts: :func:`train_step` (one optimiser
-step; :func:`deepsim_step` for DeePSiM), ``_run_steps`` (the steps between two
-checkpoints), ``_fit`` (resume, then steps and checkpoints, :mod:`pipeline.checkpoints`),
-:func:`evaluate_loss` (the test loss), setup helpers (inputs, decoder, optimiser, torchrun,
-DeePSiM adversary) and :func:`train`, which wires them.
+step; :func:`pipeline.deepsim_training.deepsim_step` for DeePSiM), ``_run_steps`` (the
+steps between two checkpoints), ``_fit`` (resume, then steps and checkpoints,
+:mod:`pipeline.checkpoints`), :func:`evaluate_loss` (the test loss), setup helpers (inputs,
+decoder, optimiser, torchrun) and :func:`train`, which wires them.
 
 Checkpoints are written every ``checkpoint_every`` steps into a folder named by the hash of
 everything that determines the weights (target, decoder and its version, optimiser settings,
@@ -44,14 +45,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import alexnet, decoders, deepsim, features, trivial
+from pipeline import decoders, deepsim_training, features, trivial
 from pipeline.alexnet.activations import AlexNetParams
 from pipeline.checkpoints import (
     model_weights,
@@ -61,9 +62,10 @@ from pipeline.checkpoints import (
     save_checkpoint,
 )
 from pipeline.config import as_dict, parse
-from pipeline.deepsim import LOSSES, Alternation, DeepSimParams
+from pipeline.deepsim import LOSSES, DeepSimParams
+from pipeline.deepsim_training import Adversary, DeepSimStep, deepsim_step, step_rng
 from pipeline.devices import resolve_device
-from pipeline.errors import CheckpointError, ConfigError, IncompatibleStoreError, PipelineError
+from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
 from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
 from pipeline.pixels import target_images
 from pipeline.progress import progress_bar
@@ -71,11 +73,8 @@ from pipeline.provenance import identity_params, open_feature_store
 from pipeline.store import Store, identity_of, open_store
 
 __all__ = [
-    "Adversary",
-    "DeepSimStep",
     "TrainParams",
     "TrainResult",
-    "deepsim_step",
     "evaluate_loss",
     "input_statistics",
     "parse_train_section",
@@ -84,10 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Version of :class:`pipeline.deepsim.Discriminator`'s layers, recorded by DeePSiM runs:
-#: bump it when they change, so that a checkpoint of the old layers is not resumed.
-DISC_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,8 @@ class TrainParams:
     loader : LoaderParams
     loss : {"pixel", "deepsim"}
         ``pixel``: the paper's pixel MSE alone (:func:`train_step`). ``deepsim``: the
-        follow-up's pixel + feature + adversarial mix (:func:`deepsim_step`, [1]).
+        follow-up's pixel + feature + adversarial mix
+        (:func:`pipeline.deepsim_training.deepsim_step`, [1]).
     deepsim : DeepSimParams
         The ``train.deepsim`` subsection: [1]'s weights, comparator layer, pausing rule and
         discriminator optimiser; used only with ``loss: deepsim``. Its own ``loss`` field
@@ -453,198 +449,6 @@ def train_step(
     return float(loss.item())
 
 
-@dataclass
-class Adversary:
-    """The DeePSiM side of a ``loss: deepsim`` run [1]: what :func:`deepsim_step` updates.
-
-    Attributes
-    ----------
-    params : DeepSimParams
-        The weights of the three terms, the pausing ratio, the discriminator's Adam.
-    comparator : nn.Module or None
-        The frozen AlexNet layer group of :class:`pipeline.deepsim.Comparator` on the
-        training device; ``None`` when ``lambda_feat`` is 0 (no feature term).
-    disc : nn.Module
-        :class:`pipeline.deepsim.Discriminator` of the image and the decoder's input
-        features. Trained even when ``lambda_adv`` is 0, where its losses are a diagnostic
-        only (how well reconstructions can be told from their targets).
-    opt : torch.optim.Optimizer
-        The discriminator's own Adam (``disc_lr``, ``disc_betas``; no learning-rate decay).
-    alternation : Alternation
-        [1]'s pausing rule and its history.
-    """
-
-    params: DeepSimParams
-    comparator: nn.Module | None
-    disc: nn.Module
-    opt: torch.optim.Optimizer
-    alternation: Alternation
-
-    #: checkpoint keys of the state beyond :func:`model_weights`'s ``discriminator``
-    STATE_KEYS: ClassVar[tuple[str, ...]] = ("disc_optimizer", "alternation")
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        """The discriminator's Adam and the pausing rule, as ``save_checkpoint``'s ``extra``."""
-        return {
-            "disc_optimizer": self.opt.state_dict(),
-            "alternation": self.alternation.state_dict(),
-        }
-
-    def restore(self, ckpt: Mapping[str, Any]) -> None:
-        """Load the discriminator, its Adam and the pausing rule from a checkpoint."""
-        missing = [k for k in ("discriminator", *self.STATE_KEYS) if k not in ckpt]
-        if missing:
-            raise CheckpointError(
-                f"the checkpoint has no {', '.join(missing)}: it was not written by a "
-                "loss: deepsim run of this code; delete its folder to train from scratch"
-            )
-        self.disc.load_state_dict(ckpt["discriminator"])
-        self.opt.load_state_dict(ckpt["disc_optimizer"])
-        self.alternation = Alternation.from_state_dict(ckpt["alternation"])
-
-
-@dataclass(frozen=True)
-class DeepSimStep:
-    """The losses of one :func:`deepsim_step`, all measured before its updates.
-
-    ``objective`` is the decoder's loss (:func:`pipeline.deepsim.total_generator_loss`),
-    ``pixel`` its pixel MSE, ``feature`` the comparator term (NaN when ``lambda_feat`` is
-    0), ``adv_g`` / ``adv_d`` the generator's and the discriminator's adversarial losses;
-    ``disc_trained`` / ``gen_adv_used`` say which side the pausing rule let train.
-    """
-
-    objective: float
-    pixel: float
-    feature: float
-    adv_g: float
-    adv_d: float
-    disc_trained: bool
-    gen_adv_used: bool
-
-    #: the loss-curve CSV's columns after ``step`` (``loss`` is ``objective``)
-    COLUMNS: ClassVar[tuple[str, ...]] = (
-        "loss",
-        "pixel",
-        "feature",
-        "adv_g",
-        "adv_d",
-        "disc_trained",
-        "gen_adv_used",
-    )
-
-    def row(self) -> tuple[float, ...]:
-        """The values in :attr:`COLUMNS`' order (the booleans as 0/1)."""
-        return (
-            self.objective,
-            self.pixel,
-            self.feature,
-            self.adv_g,
-            self.adv_d,
-            float(self.disc_trained),
-            float(self.gen_adv_used),
-        )
-
-
-def deepsim_step(
-    net: nn.Module,
-    opt: torch.optim.Optimizer,
-    adversary: Adversary,
-    feats: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    encoder: Encoder | None = None,
-    images: torch.Tensor | None = None,
-    autocast: contextlib.AbstractContextManager[Any] | None = None,
-) -> DeepSimStep:
-    """One step of [1]'s alternating training: the decoder, then the discriminator.
-
-    Parameters
-    ----------
-    net : nn.Module
-        The decoder (the generator of [1]).
-    opt : torch.optim.Optimizer
-        The decoder's Adam (and the encoder's in autoencoder mode).
-    adversary : Adversary
-        Comparator, discriminator, its Adam and the pausing rule; ``adversary.alternation``
-        is advanced by this step.
-    feats : (B, ...) Tensor
-        Input features on the device (ignored when ``encoder`` is given); also the
-        discriminator's condition.
-    targets : (B, 3, S, S) Tensor of float32
-        :func:`pipeline.pixels.target_images` of the batch.
-    encoder, images, autocast
-        As in :func:`train_step`.
-
-    Returns
-    -------
-    DeepSimStep
-
-    Notes
-    -----
-    The decision of [1]'s pausing rule comes from the previous step's losses
-    (:class:`pipeline.deepsim.Alternation`): a paused generator term leaves the adversarial
-    loss out of the decoder's objective; a paused discriminator takes no step. Both
-    adversarial losses are measured every step, paused or not. The discriminator's
-    condition is detached: in autoencoder mode the encoder learns from the decoder's
-    objective only through the reconstruction, not through the discriminator's input.
-    Dropout in the discriminator draws from the global RNG (``_run_steps`` seeds it per
-    step).
-    """
-    p = adversary.params
-    decision = adversary.alternation.decision()
-    with autocast or contextlib.nullcontext():
-        if encoder is not None:
-            assert images is not None
-            feats = encoder(images)  # the encoder trains with the decoder
-        x_hat = net(feats).float()  # (B, 3, S, S)
-        pixel = F.mse_loss(x_hat, targets)
-        feat = None
-        if adversary.comparator is not None:
-            feat = deepsim.feature_loss(adversary.comparator, x_hat, targets)
-        d_loss, g_adv = deepsim.adversarial_losses(adversary.disc, x_hat, targets, feats.detach())
-        adv = g_adv if decision.update_gen_adv else None
-        objective = deepsim.total_generator_loss(p, pixel, feat, adv)
-    if not (torch.isfinite(objective) and torch.isfinite(d_loss)):
-        raise PipelineError(
-            f"loss became {objective.item()} (discriminator: {d_loss.item()}); lower lr or "
-            "train.deepsim.disc_lr"
-        )
-    opt.zero_grad(set_to_none=True)
-    objective.backward()
-    opt.step()
-    # g_adv's backward also filled the discriminator's gradients: dropped here, unused
-    adversary.opt.zero_grad(set_to_none=True)
-    if decision.update_disc:
-        d_loss.backward()  # x_hat is detached in d_loss: only the discriminator learns
-        adversary.opt.step()
-    adversary.alternation.observe(float(d_loss.item()), float(g_adv.item()))
-    return DeepSimStep(
-        objective=float(objective.item()),
-        pixel=float(pixel.item()),
-        feature=math.nan if feat is None else float(feat.item()),
-        adv_g=float(g_adv.item()),
-        adv_d=float(d_loss.item()),
-        disc_trained=decision.update_disc,
-        gen_adv_used=decision.update_gen_adv,
-    )
-
-
-@contextlib.contextmanager
-def _step_rng(seed: int, step: int, device: torch.device) -> Iterator[None]:
-    """The global RNG seeded from ``(seed, step)`` for one step, restored afterwards.
-
-    What a DeePSiM step draws (the discriminator's dropout masks) is then a function of
-    the run's seed and the step alone: a resumed run draws what an uninterrupted one does,
-    with no RNG state in the checkpoint, and nothing else sees the draws.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        # mixed by SeedSequence: torch's CPU generator keeps only 32 bits of a seed
-        mixed = np.random.SeedSequence([seed & (2**64 - 1), step]).generate_state(1)[0]
-        torch.manual_seed(int(mixed))
-        yield
-
-
 @torch.no_grad()
 def evaluate_loss(
     model: nn.Module,
@@ -762,9 +566,9 @@ def _run_config(
 ) -> dict[str, Any]:
     """``config.json``: what made the decoder (also inside ``model.pt`` and every checkpoint).
 
-    A ``loss: deepsim`` run adds ``deepsim``: the comparator's network (arch, layer,
-    weights and whether they are random; ``None`` without a feature term) and the
-    discriminator's version. Pixel runs record what they did before DeePSiM existed.
+    A ``loss: deepsim`` run adds ``deepsim`` (:func:`pipeline.deepsim_training.run_record`:
+    the comparator's network and the discriminator's version). Pixel runs record what they
+    did before DeePSiM existed.
     """
     extractor = features.get(target)
     described = extractor.describe(feature_params)
@@ -784,15 +588,7 @@ def _run_config(
         "features_fingerprint": None if store is None else store.fingerprint,
     }
     if params.loss == "deepsim":
-        comparator = None
-        if comparator_params is not None and params.deepsim.lambda_feat > 0:
-            comparator = {
-                "arch": comparator_params.arch,
-                "layer": params.deepsim.comparator_layer,
-                "weights": alexnet.describe_weights(comparator_params.weights),
-                "random_weights": alexnet.is_random_weights(comparator_params.weights),
-            }
-        config["deepsim"] = {"comparator": comparator, "discriminator_version": DISC_VERSION}
+        config["deepsim"] = deepsim_training.run_record(params.deepsim, comparator_params)
     return config
 
 
@@ -899,56 +695,27 @@ def _build_optimiser(
     return opt, torch.optim.lr_scheduler.StepLR(opt, params.lr_decay_every, params.lr_decay)
 
 
-def _comparator_params(params: TrainParams, given: Any | None) -> AlexNetParams | None:
-    """The comparator's network params (``extract.alexnet``) when the run needs them."""
-    if params.loss != "deepsim" or params.deepsim.lambda_feat == 0:
-        return None
-    if given is None:
-        raise ConfigError(
-            f"loss: deepsim with lambda_feat={params.deepsim.lambda_feat} compares images "
-            "through AlexNet: pass comparator_params (the extract.alexnet section: arch and "
-            "weights), or set train.deepsim.lambda_feat: 0"
-        )
-    if isinstance(given, Mapping):
-        given = features.parse_params("conv5", dict(given))
-    if not isinstance(given, AlexNetParams):
-        raise ConfigError(f"comparator_params must be extract.alexnet params, got {given!r}")
-    return given
-
-
 def _build_adversary(
     params: TrainParams,
     inputs: _Inputs,
     comparator_params: AlexNetParams | None,
     device: torch.device,
 ) -> Adversary | None:
-    """Comparator, discriminator and its Adam of a ``loss: deepsim`` run; ``None`` otherwise.
+    """The comparator, discriminator and its Adam of a ``loss: deepsim`` run, else ``None``.
 
-    The comparator is ``extract.alexnet``'s network (arch and weights, the one source used
-    everywhere), frozen, on ``device``. The discriminator has the decoder's ``width`` and
-    is initialised from ``params.seed`` without touching the global RNG.
+    :func:`pipeline.deepsim_training.build_adversary`, conditioned on the decoder's input
+    features, with the decoder's ``width``, seeded from ``params.seed``.
     """
     if params.loss != "deepsim":
         return None
-    p = params.deepsim
-    comparator: nn.Module | None = None
-    if comparator_params is not None:
-        assert p.comparator_layer is not None  # DeepSimParams: lambda_feat > 0 needs one
-        if alexnet.is_random_weights(comparator_params.weights):
-            log.warning(
-                "the DeePSiM comparator is a random AlexNet (extract.alexnet.weights %s): "
-                "the feature loss is not [1]'s",
-                comparator_params.weights,
-            )
-        net = alexnet.build(comparator_params.arch, weights=comparator_params.weights)
-        comparator = deepsim.Comparator(net, p.comparator_layer, comparator_params.arch)
-        comparator = comparator.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(params.seed)
-        disc = deepsim.Discriminator(math.prod(inputs.feature_shape), width=params.width)
-    disc = disc.to(device).train()
-    opt = torch.optim.Adam(disc.parameters(), lr=p.disc_lr, betas=p.disc_betas)
-    return Adversary(p, comparator, disc, opt, Alternation(p.pause_ratio))
+    return deepsim_training.build_adversary(
+        params.deepsim,
+        comparator_params,
+        feature_size=math.prod(inputs.feature_shape),  # (C, ...) -> C*h*w
+        width=params.width,
+        seed=params.seed,
+        device=device,
+    )
 
 
 def _parallel(model: nn.Module, device: torch.device) -> nn.Module:
@@ -1040,7 +807,8 @@ def _run_steps(
         Records every step's loss.
     adversary : Adversary, optional
         A ``loss: deepsim`` run's: each step is a :func:`deepsim_step` under an RNG
-        seeded from ``(seed, step)`` (:func:`_step_rng`) instead of a :func:`train_step`.
+        seeded from ``(seed, step)`` (:func:`~pipeline.deepsim_training.step_rng`) instead of a
+        :func:`train_step`.
     """
     trained = encoder if run.params.mode == "autoencoder" else None
     autocast = (
@@ -1062,7 +830,7 @@ def _run_steps(
             if adversary is None:
                 loss = train_step(net, opt, feats, y, encoder=trained, images=x, autocast=autocast)
             else:
-                with _step_rng(run.params.seed, step, run.device):
+                with step_rng(run.params.seed, step, run.device):
                     loss = deepsim_step(
                         net, opt, adversary, feats, y, encoder=trained, images=x, autocast=autocast
                     ).row()
@@ -1188,10 +956,7 @@ def _metrics(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if adversary is not None:
-        metrics["loss"] = "deepsim"
-        metrics["train_objective"] = float(f"{curve[-1][1]:.4g}") if curve else math.nan
-        metrics["disc_paused"] = adversary.alternation.disc_paused
-        metrics["gen_paused"] = adversary.alternation.gen_paused
+        metrics.update(deepsim_training.run_metrics(adversary, curve))
     return metrics
 
 
@@ -1256,7 +1021,7 @@ def train(
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
     if feature_params is None or isinstance(feature_params, Mapping):
         feature_params = features.parse_params(target, dict(feature_params or {}))
-    comparator = _comparator_params(params, comparator_params)
+    comparator = deepsim_training.comparator_params(params.deepsim, comparator_params)
     world, rank, device = _distributed(resolve_device(params.device))
     if params.loss == "deepsim" and _process_group():
         raise ConfigError(

@@ -1,8 +1,9 @@
 """DeePSiM training (``train.loss: deepsim``): params, the step's alternation, resume, outputs.
 
 The losses and the pausing rule themselves are tested in ``test_deepsim.py``; here, their
-wiring into ``pipeline.training``. Runs use the HOG decoder at width 0.125, batch 2, and
-the CONV1 comparator (the cheapest AlexNet group) so that a step takes about a second.
+wiring into ``pipeline.deepsim_training`` (the step) and ``pipeline.training`` (the run).
+Runs use the HOG decoder at width 0.125, batch 2, and the CONV1 comparator (the cheapest
+AlexNet group) so that a step takes about a second.
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ from torch import nn
 
 from pipeline.checkpoints import load_decoder
 from pipeline.deepsim import Alternation, DeepSimParams, Discriminator
+from pipeline.deepsim_training import Adversary, deepsim_step, step_rng
 from pipeline.errors import CheckpointError, ConfigError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.loader import LoaderParams
 from pipeline.runner import RunnerParams
-from pipeline.training import (
-    Adversary,
-    TrainParams,
-    deepsim_step,
-    parse_train_section,
-    train,
-    train_step,
-)
+from pipeline.training import TrainParams, parse_train_section, train, train_step
 
 COMPARATOR = {"arch": "caffenet", "weights": "random:0"}
 
@@ -315,14 +310,12 @@ def test_checkpoints_of_another_loss_are_not_mixed(
 
 def test_step_rng_depends_on_seed_and_step_only() -> None:
     """Dropout masks of a DeePSiM step: fixed by (seed, step), new each step, RNG restored."""
-    from pipeline.training import _step_rng
-
     cpu = torch.device("cpu")
     torch.manual_seed(123)
     outside = torch.get_rng_state()
 
     def draw(seed: int, step: int) -> torch.Tensor:
-        with _step_rng(seed, step, cpu):
+        with step_rng(seed, step, cpu):
             return torch.rand(8)
 
     assert torch.equal(draw(0, 5), draw(0, 5))
