@@ -18,7 +18,7 @@ DeePSiM) adds two terms to the generator's (here: decoder's) objective,
 meant to bring back.
 
 Training wires it in with ``train.loss: deepsim`` and the ``train.deepsim`` subsection
-(:class:`pipeline.training.TrainParams`, :func:`pipeline.deepsim_training.deepsim_step`).
+(:class:`pipeline.train_params.TrainParams`, :func:`pipeline.deepsim_training.deepsim_step`).
 
 Public API: :class:`DeepSimParams`, :data:`LOSSES`, :data:`PAPER_LAMBDAS`,
 :func:`paper_weights`, :class:`Comparator`, :func:`feature_loss`, :class:`Discriminator`,

@@ -274,7 +274,7 @@ def comparator_params(p: DeepSimParams, given: Any | None) -> AlexNetParams | No
     ----------
     p : DeepSimParams
         The run's ``train.deepsim`` (its ``loss`` is the run's:
-        :class:`pipeline.training.TrainParams` sets it).
+        :class:`pipeline.train_params.TrainParams` sets it).
     given : AlexNetParams or mapping or None
         :func:`pipeline.training.train`'s ``comparator_params``.
 

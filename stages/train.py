@@ -7,7 +7,7 @@ from dataclasses import replace
 import click
 
 from pipeline import decoders, features
-from pipeline.training import parse_train_section
+from pipeline.train_params import parse_train_section
 from pipeline.training import train as train_decoder
 from stages.common import (
     as_mapping,
