@@ -235,6 +235,68 @@ def part_train_step(sizes: Sizes, device: Any, peak: float | None) -> dict[str, 
     return out
 
 
+# -- DeePSiM: comparator and discriminator on the device ------------------------------------
+def _time_deepsim(target: str, sizes: Sizes, device: Any) -> tuple[float, dict[str, float]]:
+    """Median seconds of one ``deepsim_step`` (comparator conv5 with random CaffeNet weights,
+    discriminator of the decoder's width), and the last step's losses."""
+    import torch
+
+    from pipeline import decoders
+    from pipeline.alexnet.activations import AlexNetParams
+    from pipeline.deepsim import DeepSimParams
+    from pipeline.deepsim_training import build_adversary, deepsim_step
+
+    model, opt, feats, y = _step_setup(target, sizes, device)
+    adversary = build_adversary(
+        DeepSimParams(loss="deepsim", lambda_feat=1e-8),
+        AlexNetParams(weights="random:0"),
+        feature_size=int(torch.tensor(decoders.input_shape(target)).prod()),
+        width=sizes.width,
+        seed=0,
+        device=device,
+    )
+    times, last = [], None
+    for i in range(sizes.warmup + sizes.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        last = deepsim_step(model, opt, adversary, feats, y, autocast=_autocast(device))
+        _sync(device)
+        if i >= sizes.warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    assert last is not None
+    losses = {k: float(v) for k, v in vars(last).items() if isinstance(v, (int, float))}
+    return times[len(times) // 2], losses
+
+
+def part_deepsim(sizes: Sizes, device: Any, step: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "what": (
+            "pipeline.deepsim_training.deepsim_step in the main process: the decoder's pixel + "
+            "AlexNet conv5 feature + adversarial loss (comparator frozen, one forward over "
+            "reconstruction and target), then one discriminator Adam step; bf16 autocast and "
+            "channels_last on CUDA as invert train --loss deepsim; median of "
+            f"{sizes.steps} steps after {sizes.warmup}; ratio to the pixel train_step of the "
+            "train_step part"
+        ),
+    }
+    for target in ("hog", "conv5"):
+        seconds, losses = _time_deepsim(target, sizes, device)
+        pixel = (step or {}).get(target, {}).get("step_s")
+        row = {
+            "width": sizes.width,
+            "batch": sizes.batch,
+            "step_s": seconds,
+            "samples_per_s": sizes.batch / seconds,
+            "pixel_step_s": pixel,
+            "ratio_to_pixel": None if not pixel else seconds / pixel,
+            "losses": losses,
+        }
+        log(f"deepsim_step {target}: {json.dumps(row)}")
+        out[target] = row
+    return out
+
+
 # -- AlexNet extraction -------------------------------------------------------------------
 def part_alexnet(store: Path, root: Path, sizes: Sizes, device: Any) -> dict[str, Any]:
     import torch
@@ -415,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="the CPU, toy sizes")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak")
     parser.add_argument(
-        "--only", nargs="*", default=["pytest", "train_step", "alexnet", "loader", "torchrun"]
+        "--only",
+        nargs="*",
+        default=["pytest", "train_step", "deepsim", "alexnet", "loader", "torchrun"],
     )
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
@@ -482,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             return stores["images"], stores["hog"]
 
         step = part("train_step", lambda: part_train_step(sizes, device, peak))
+        part("deepsim", lambda: part_deepsim(sizes, device, step))
         part("alexnet", lambda: part_alexnet(need_stores()[0], root, sizes, device))
         part("loader", lambda: part_loader(*need_stores(), sizes, device, step))
         part("torchrun", lambda: part_torchrun(*need_stores(), root, sizes, device, env))

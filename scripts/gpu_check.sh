@@ -8,7 +8,8 @@
 # OUT_DIR/gpu_check.log (everything printed). Exit status 0 when every part passed.
 # The parts (benchmarks/gpu_check.py): `pytest -m gpu`; the decoder training step at width
 # 1.0 (HOG, CONV5, batch 64, bf16) with its FLOP count and MFU; AlexNet extraction against a
-# bare forward; the real training DataLoader against the step's consumption; a 1-GPU
+# bare forward; the real training DataLoader against the step's consumption; a DeePSiM step
+# (comparator + discriminator on the device) against the pixel step; a 1-GPU
 # torchrun run through the NCCL path.
 #
 # A GPU machine with PyTorch + CUDA, scikit-image, h5py and opencv but nothing to download:

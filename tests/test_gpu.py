@@ -148,3 +148,41 @@ def test_a_checkpoint_written_on_the_device_resumes_on_the_cpu_and_back(
     third = run(9, device)
     assert third["curve"][:6] == second["curve"]
     assert any(not torch.equal(third["model"][k], second["model"][k]) for k in third["model"])
+
+
+def test_deepsim_step_on_the_device(device: torch.device) -> None:
+    """DeePSiM's comparator and discriminator on the device: the feature loss equals the CPU's
+    within bf16's precision, and one step under bf16 autocast gives finite losses and moves
+    the decoder and the discriminator (their dropout draws differ between devices, so the
+    adversarial terms are not compared)."""
+    from pipeline.alexnet.activations import AlexNetParams
+    from pipeline.deepsim import DeepSimParams, feature_loss
+    from pipeline.deepsim_training import build_adversary, deepsim_step
+
+    p = DeepSimParams(loss="deepsim", lambda_feat=1e-8)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    y = target_images(images, "conv5")  # (2, 3, 192, 192)
+    x_hat = (y + 0.05 * torch.randn_like(y)).clamp(-0.5, 0.5)
+    feats = torch.relu(torch.randn(2, *decoders.input_shape("conv5")))
+    size = int(np.prod(decoders.input_shape("conv5")))
+    weights = AlexNetParams(weights="random:0")
+    losses = []
+    for dev, autocast in ((torch.device("cpu"), None), (device, _autocast(device))):
+        adv = build_adversary(p, weights, feature_size=size, width=0.25, seed=0, device=dev)
+        assert adv.comparator is not None
+        with autocast or contextlib.nullcontext(), torch.no_grad():
+            losses.append(float(feature_loss(adv.comparator, x_hat.to(dev), y.to(dev))))
+    assert losses[1] == pytest.approx(losses[0], rel=5 * BF16_RTOL)
+
+    adv = build_adversary(p, weights, feature_size=size, width=0.25, seed=0, device=device)
+    torch.manual_seed(0)
+    net = decoders.build("conv5", width=0.25).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    net_before = [q.detach().clone() for q in net.parameters()]
+    disc_before = [q.detach().clone() for q in adv.disc.parameters()]
+    step = deepsim_step(net, opt, adv, feats.to(device), y.to(device), autocast=_autocast(device))
+    assert all(np.isfinite([step.objective, step.pixel, step.feature, step.adv_g, step.adv_d]))
+    assert step.disc_trained  # nothing to pause at the first step
+    assert any(not torch.equal(a, b) for a, b in zip(net_before, net.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(disc_before, adv.disc.parameters()))

@@ -28,10 +28,10 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path: Path) -> None:
     assert report["dry_run"] is True and report["device"] == "cpu"
     assert report["failed"] == []
     parts = report["parts"]
-    assert sorted(parts) == ["alexnet", "loader", "pytest", "torchrun", "train_step"]
+    assert sorted(parts) == ["alexnet", "deepsim", "loader", "pytest", "torchrun", "train_step"]
     assert all(part["ok"] for part in parts.values())
-    # pytest -m gpu ran the five gpu tests with the CPU standing in, and skipped none
-    assert parts["pytest"]["summary"].startswith("5 passed")
+    # pytest -m gpu ran the six gpu tests with the CPU standing in, and skipped none
+    assert parts["pytest"]["summary"].startswith("6 passed")
     for target in ("hog", "conv5"):
         step = parts["train_step"][target]
         assert step["flops_per_step"] > 0 and step["samples_per_s"] > 0
@@ -41,6 +41,10 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path: Path) -> None:
         parts["train_step"]["hog"]["flops_per_step"]
         > parts["train_step"]["conv5"]["flops_per_step"]
     )
+    for target in ("hog", "conv5"):  # DeePSiM: the comparator's forward and backward on top
+        ds = parts["deepsim"][target]
+        assert ds["samples_per_s"] > 0 and ds["ratio_to_pixel"] > 1
+        assert ds["losses"]["disc_trained"] == 1.0 and ds["losses"]["feature"] > 0
     assert set(parts["alexnet"]["images_per_s"]) == {"extract_stores", "activations", "forward"}
     assert all(v > 0 for v in parts["alexnet"]["images_per_s"].values())
     loader = parts["loader"]
