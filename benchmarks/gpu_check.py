@@ -26,7 +26,8 @@ Parts (each one runs even when an earlier one failed; the JSON says which failed
     above consumes.
 ``torchrun``
     ``torchrun --standalone --nproc_per_node 1 -m stages train hog ...``: a few steps
-    through the process group (NCCL on a GPU) and DistributedDataParallel.
+    through the process group (NCCL on a GPU) and DistributedDataParallel, with the pixel
+    loss and again with ``--loss deepsim`` (the discriminator synchronised across ranks).
 
 ``--dry-run`` runs every part on the CPU at toy size (``INVERT_GPU_TESTS_ON_CPU=1`` for the
 tests): what CI checks (``tests/test_gpu_check.py``). Nothing here asserts a speed.
@@ -433,22 +434,31 @@ def part_torchrun(
         }
     }
     (root / "torchrun.yaml").write_text(yaml.safe_dump(params))
-    metrics = root / "torchrun-metrics.json"
+    pixel = _torchrun_train(store, feats, root, "pixel", device, env)
+    # the DeePSiM step under DDP: the discriminator's all-reduced gradients, the pausing
+    # rule's averaged losses (pipeline.deepsim_training), on NCCL
+    return {**pixel, "deepsim": _torchrun_train(store, feats, root, "deepsim", device, env)}
+
+
+def _torchrun_train(
+    store: Path, feats: Path, root: Path, loss: str, device: Any, env: dict[str, str]
+) -> dict[str, Any]:
+    metrics = root / f"torchrun-{loss}-metrics.json"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
         "-m", "stages", "train", "hog", "--images", str(store), "--features", str(feats),
-        "--out", str(root / "torchrun-out"), "--checkpoints", str(root / "torchrun-ckpt"),
-        "--params", str(root / "torchrun.yaml"), "--metrics", str(metrics),
+        "--out", str(root / f"torchrun-{loss}-out"), "--checkpoints", str(root / "torchrun-ckpt"),
+        "--params", str(root / "torchrun.yaml"), "--metrics", str(metrics), "--loss", loss,
     ]  # fmt: skip
     result = _run(cmd, {**env, "NCCL_DEBUG": "INFO"}, 240)
     if result["rc"] != 0:
-        raise RuntimeError(f"torchrun exited {result['rc']}")
+        raise RuntimeError(f"torchrun ({loss} loss) exited {result['rc']}")
     text = "\n".join(result["lines"])
     rate = re.search(r"train hog: (\d+) steps in ([\d.]+) s \(([\d.]+) samples/s on (\S+)\)", text)
     got = json.loads(metrics.read_text())
     backend = "nccl" if "NCCL INFO" in text else ("gloo" if device.type != "cuda" else None)
     if device.type == "cuda" and backend != "nccl":
-        raise RuntimeError("torchrun trained, but NCCL said nothing: not the NCCL path")
+        raise RuntimeError(f"torchrun ({loss} loss) trained, but NCCL said nothing")
     return {
         "command": " ".join(cmd[1:]),
         "steps": got["steps"],

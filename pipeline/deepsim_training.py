@@ -223,23 +223,70 @@ def deepsim_step(
             "train.deepsim.disc_lr"
         )
     opt.zero_grad(set_to_none=True)
-    objective.backward()
+    objective.backward()  # a DDP decoder averages its gradients across ranks here
     opt.step()
     # g_adv's backward also filled the discriminator's gradients: dropped here, unused
     adversary.opt.zero_grad(set_to_none=True)
     if decision.update_disc:
         d_loss.backward()  # x_hat is detached in d_loss: only the discriminator learns
+        _average_gradients(adversary.disc)
         adversary.opt.step()
-    adversary.alternation.observe(float(d_loss.item()), float(g_adv.item()))
+    nan = torch.tensor(math.nan, device=pixel.device)
+    terms = (objective, pixel, nan if feat is None else feat, g_adv, d_loss)
+    losses = torch.stack([t.detach().float() for t in terms])
+    objective_, pixel_, feature, adv_g, adv_d = _mean_over_ranks(losses)
+    adversary.alternation.observe(adv_d, adv_g)
     return DeepSimStep(
-        objective=float(objective.item()),
-        pixel=float(pixel.item()),
-        feature=math.nan if feat is None else float(feat.item()),
-        adv_g=float(g_adv.item()),
-        adv_d=float(d_loss.item()),
+        objective=objective_,
+        pixel=pixel_,
+        feature=feature,
+        adv_g=adv_g,
+        adv_d=adv_d,
         disc_trained=decision.update_disc,
         gen_adv_used=decision.update_gen_adv,
     )
+
+
+def _world() -> int:
+    """The number of ranks of the process group (torchrun), 1 without one."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_gradients(module: nn.Module) -> None:
+    """Average ``module``'s gradients across ranks (what DDP does for the decoder).
+
+    The discriminator is not wrapped in DistributedDataParallel: its forward runs twice a
+    step (the generator's and its own loss) and its gradients from the generator's loss are
+    dropped, which DDP's one-forward-one-backward reducer does not allow. Every rank starts
+    from the same weights (seeded) and takes the same averaged step, so they stay equal.
+    """
+    world = _world()
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def _mean_over_ranks(values: torch.Tensor) -> list[float]:
+    """``values`` (K,) averaged across ranks, as floats (themselves without torchrun).
+
+    Every rank then feeds the pausing rule the same losses (those of the whole batch) and
+    takes the same decision next step, and the loss curve is the whole batch's.
+    """
+    world = _world()
+    if world > 1:
+        import torch.distributed as dist
+
+        values = values.clone()
+        dist.all_reduce(values)
+        values = values / world
+    return [float(v) for v in values.cpu()]
 
 
 @contextlib.contextmanager

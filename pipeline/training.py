@@ -793,7 +793,7 @@ def train(
     ------
     ConfigError
         Besides invalid inputs: ``loss: deepsim`` with a feature term and no
-        ``comparator_params``, or under torchrun (not supported yet).
+        ``comparator_params``.
     """
     if target not in decoders.TARGETS:
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
@@ -801,11 +801,6 @@ def train(
         feature_params = features.parse_params(target, dict(feature_params or {}))
     comparator = deepsim_training.comparator_params(params.deepsim, comparator_params)
     world, rank, device = _distributed(resolve_device(params.device))
-    if params.loss == "deepsim" and _process_group():
-        raise ConfigError(
-            "loss: deepsim trains in one process only (the discriminator and its pausing "
-            "rule are not synchronised across ranks yet); run without torchrun"
-        )
     inputs = _open_inputs(target, params, feature_params, images_path, features_path, device)
     config = _run_config(target, params, feature_params, inputs, comparator)
     if init_from is not None:

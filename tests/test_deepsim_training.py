@@ -229,6 +229,79 @@ def test_generator_term_in_use_changes_the_decoder_update() -> None:
     assert not torch.equal(net.fc.weight, pixel_net.fc.weight)
 
 
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One rank of :func:`test_ranks_stay_in_step`: 3 DeePSiM steps on this rank's data."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        net, opt, adversary = _setup(last_d=1.0, last_g=1.0)  # the same weights on every rank
+        ddp = nn.parallel.DistributedDataParallel(net)
+        g = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
+        for step in range(3):
+            feats, targets = torch.randn(3, 4, generator=g), torch.rand(3, 3, 16, 16, generator=g)
+            with step_rng(0, step, torch.device("cpu")):
+                result = deepsim_step(ddp, opt, adversary, feats, targets - 0.5)
+        state = {
+            "disc": adversary.disc.state_dict(),
+            "net": net.state_dict(),
+            "alternation": adversary.alternation.state_dict(),
+            "result": result.row(),
+        }
+        torch.save(state, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_stay_in_step(tmp_path: Path) -> None:
+    """Under torchrun every rank ends with the same decoder, discriminator and pausing
+    rule, though each saw other batches: the discriminator's gradients and the losses the
+    rule decides on are averaged across ranks (the decoder's by DDP)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    _, _, fresh = _setup(last_d=1.0, last_g=1.0)
+    assert a["alternation"] == b["alternation"]
+    ra, rb = torch.tensor(a["result"]), torch.tensor(b["result"])  # feature: NaN (no term)
+    torch.testing.assert_close(rb, ra, rtol=0, atol=0, equal_nan=True)
+    # the discriminator trained (it moved from its initialisation) and identically
+    moved = [k for k, v in a["disc"].items() if not torch.equal(v, fresh.disc.state_dict()[k])]
+    assert "joint.fc4.weight" in moved
+    for key in ("disc", "net"):
+        for k, v in a[key].items():
+            torch.testing.assert_close(b[key][k], v, rtol=0, atol=0, msg=f"{key}.{k}")
+
+
+def test_one_torchrun_process_runs_deepsim_through_ddp(
+    image_store: Path, hog_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started by torchrun (world size 1), a DeePSiM run trains through DDP to the
+    generator and discriminator of a plain run."""
+    import socket
+
+    import torch.distributed as dist
+
+    plain = _blob(_run(image_store, hog_store, tmp_path / "plain", _with(TINY, steps=2)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"TORCHELASTIC_RUN_ID": "t", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    for key, value in {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        ddp = _blob(_run(image_store, hog_store, tmp_path / "ddp", _with(TINY, steps=2)))
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    for key in ("model", "discriminator"):
+        a, b = plain[key], ddp[key]
+        assert isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=0)
+
+
 # --- runs ---------------------------------------------------------------------------------
 
 

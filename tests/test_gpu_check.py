@@ -52,3 +52,9 @@ def test_gpu_check_dry_run_runs_every_part(tmp_path: Path) -> None:
     assert all(v > 0 for v in loader["loader_over_step"].values())
     assert parts["torchrun"]["steps"] == 2 and parts["torchrun"]["backend"] == "gloo"
     assert parts["torchrun"]["device"] == "cpu"
+    ds_ddp = parts["torchrun"]["deepsim"]
+    assert (
+        ds_ddp["steps"] == 2
+        and ds_ddp["backend"] == "gloo"
+        and "--loss deepsim" in ds_ddp["command"]
+    )
