@@ -352,27 +352,40 @@ def _expn_table() -> np.ndarray:
     return np.exp(-np.arange(_EXPN_STEPS + 1) * (_EXPN_MAX / _EXPN_STEPS))
 
 
-def _gradient_polar(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient magnitude and angle of GSS levels (VLFeat's ``update_gradient``).
+def _gradient_polar_at(
+    flat: np.ndarray,
+    pix: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    width: np.ndarray,
+    height: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient magnitude and angle of GSS levels (VLFeat's ``update_gradient``) at some pixels.
 
     Parameters
     ----------
-    levels : (L, h, w) ndarray of float32, h, w >= 2
+    flat : (P,) ndarray of float32
+        GSS levels, each ``(h, w)`` row-major, concatenated.
+    pix : ndarray of int64
+        Flat index of each pixel asked for.
+    x, y, width, height : ndarrays of int64, broadcasting to ``pix``
+        Its column and row, and the size of its level.
 
     Returns
     -------
-    magnitude, angle : (L, h, w) ndarray of float32
-        Central differences inside, one-sided differences on the border rows and columns;
-        the angle in [0, 2 pi), from +x towards +y (y down).
+    magnitude, angle : ndarrays of float32, shaped as ``pix``
+        Central differences ``0.5 (next - previous)`` inside, one-sided ``next - this`` /
+        ``this - previous`` on the first / last row and column; magnitude 0 below VLFeat's
+        fast-sqrt threshold; the angle in [0, 2 pi), from +x towards +y (y down). Each value
+        is computed as on the whole level, so taking only the window pixels changes no bit.
     """
-    gx = np.empty_like(levels)
-    gx[:, :, 1:-1] = 0.5 * (levels[:, :, 2:] - levels[:, :, :-2])
-    gx[:, :, 0] = levels[:, :, 1] - levels[:, :, 0]
-    gx[:, :, -1] = levels[:, :, -1] - levels[:, :, -2]
-    gy = np.empty_like(levels)
-    gy[:, 1:-1] = 0.5 * (levels[:, 2:] - levels[:, :-2])
-    gy[:, 0] = levels[:, 1] - levels[:, 0]
-    gy[:, -1] = levels[:, -1] - levels[:, -2]
+    half, one = np.float32(0.5), np.float32(1.0)  # times 1 is exact: the border's difference
+    right, left = (x < width - 1).astype(np.int64), (x > 0).astype(np.int64)
+    down, up = (y < height - 1) * width, (y > 0) * width
+    gx = flat[pix + right] - flat[pix - left]
+    gx *= np.where((right == 1) & (left == 1), half, one)
+    gy = flat[pix + down] - flat[pix - up]
+    gy *= np.where((down > 0) & (up > 0), half, one)
     mag2 = gx * gx + gy * gy
     mag = np.sqrt(mag2)
     mag[mag2 < _ZERO_GRADIENT2] = 0.0
@@ -406,17 +419,16 @@ def _orientations(
     """
     if len(x) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    # Gradients of the levels keypoints can sit on (GSS 1 .. S, VLFeat's is = 0 .. S - 1) of
-    # every octave holding one, flattened into one buffer.
-    mags, angs, octave_start = [], [], np.zeros(len(octaves), dtype=np.int64)
+    # The levels keypoints can sit on (GSS 1 .. S, VLFeat's is = 0 .. S - 1) of every octave
+    # holding one, flattened into one buffer; their gradients are taken at the window pixels
+    # only (:func:`_gradient_polar_at`), a fifth of the pixels of whole levels.
+    levels, octave_start = [], np.zeros(len(octaves), dtype=np.int64)
     offset = 0
     for o in np.unique(oct_id).tolist():
-        mag, ang = _gradient_polar(octaves[o].gss[1:-2])
-        mags.append(mag.ravel())
-        angs.append(ang.ravel())
+        levels.append(octaves[o].gss[1:-2].ravel())
         octave_start[o] = offset
-        offset += mag.size
-    mag_all, ang_all = np.concatenate(mags), np.concatenate(angs)
+        offset += levels[-1].size
+    level_all = np.concatenate(levels)
     h = np.array([oc.gss.shape[1] for oc in octaves], dtype=np.int64)[oct_id]
     w = np.array([oc.gss.shape[2] for oc in octaves], dtype=np.int64)[oct_id]
     start = octave_start[oct_id] + (lvl - 1) * h * w  # offset of each keypoint's level
@@ -443,15 +455,17 @@ def _orientations(
         wk, hk = w[idx, None, None], h[idx, None, None]
         # VLFeat's circular window, clipped to the image.
         valid = (r2 < np.float32(r * r + 0.6)) & (px >= 0) & (px < wk) & (py >= 0) & (py < hk)
-        pix = start[idx, None, None] + np.clip(py, 0, hk - 1) * wk + np.clip(px, 0, wk - 1)
+        cx, cy = np.clip(px, 0, wk - 1), np.clip(py, 0, hk - 1)
+        pix = start[idx, None, None] + cy * wk + cx
+        mag, ang = _gradient_polar_at(level_all, pix, cx, cy, wk, hk)
         t = r2 * expn_scale[idx, None, None]
         np.minimum(t, np.float32(_EXPN_STEPS), out=t)
         i = t.astype(np.int32)  # t >= 0: truncation is VLFeat's floor
         t -= i
         weight = table[i] + t * slope[i]  # fast_expn(r2 / (2 sigma_w^2))
-        weight *= mag_all[pix]
+        weight *= mag
         weight *= valid
-        fbin = ang_all[pix] * np.float32(_ORI_BINS / (2 * np.pi)) - np.float32(0.5)
+        fbin = ang * np.float32(_ORI_BINS / (2 * np.pi)) - np.float32(0.5)
         lower = np.floor(fbin)  # bilinear between the bin centres below and above
         fbin -= lower  # the fraction going to the upper bin
         lower_i = lower.astype(np.int64)
