@@ -48,10 +48,12 @@ _MIN_SIDE = 4
 #: take 4.5 MiB for O = 9; measured fastest of 2**12..2**16 when every pixel takes this path.
 _CHUNK_PIXELS = 2**16
 
-#: Images per :func:`hog_torch` call in :func:`hog`: 2 images of 256×256 keep a float32 plane
-#: at 0.5 MiB, mostly in cache, while torch's per-call overhead (~0.4 ms) is shared; measured
-#: fastest of 1, 2, 4, 8, 16 on a 2-core EPYC (benchmarks/bench_hog_kernel.py).
-_CHUNK_IMAGES = 2
+#: Images per :func:`hog_torch` call in :func:`hog`: torch's per-call overhead (~60 calls, each
+#: a few µs of Python holding the GIL) is shared, while a float32 plane of 8 256×256 images
+#: (2 MiB) still mostly stays in the L2/L3 caches. One thread, CPU time per image on a 2-core
+#: Xeon: 1.80, 1.72, 1.65, 1.77 ms for 2, 4, 8, 16; with ``extract``'s two threads, 8 gave
+#: ~20% more than 2 (there, the threads reached ~0.77 of two processes running the same code).
+_CHUNK_IMAGES = 8
 
 #: The fast orientation path (:func:`_directed_bins`) sends a gradient to the exact scores when
 #: its atan2 angle lies within this fraction of a bin of a bin boundary. Elsewhere VLFeat's
