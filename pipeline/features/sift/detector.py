@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.errors import ExtractionError
 
@@ -443,7 +444,8 @@ def _orientations(
     table = _expn_table().astype(np.float32)
     slope = np.diff(table, append=table[-1:])
     n = len(x)
-    flat_hist = np.zeros(n * _ORI_BINS)  # (K * 36,) bincount's output layout
+    flat_hist = np.zeros(n * _ORI_BINS)  # (K * 36,) float64, keypoint by keypoint
+    hist_t = torch.from_numpy(flat_hist)  # the same memory
     for r in np.unique(radius).tolist():  # one vectorised pass per window size
         idx = np.nonzero(radius == r)[0]
         d = np.arange(-r, r + 1)
@@ -468,13 +470,21 @@ def _orientations(
         fbin = ang * np.float32(_ORI_BINS / (2 * np.pi)) - np.float32(0.5)
         lower = np.floor(fbin)  # bilinear between the bin centres below and above
         fbin -= lower  # the fraction going to the upper bin
+        # the angle lies in [0, 2 pi] (give or take VLFeat's fast atan2's 2e-6), so the lower
+        # bin is -1 .. 35 and the upper one 0 .. 36: wrapped without an integer division
         lower_i = lower.astype(np.int64)
+        upper_i = lower_i + 1
+        lower_i += (lower_i < 0) * _ORI_BINS
+        upper_i -= (upper_i >= _ORI_BINS) * _ORI_BINS
         row = (idx * _ORI_BINS)[:, None, None]
-        bins = np.concatenate(
-            [(row + lower_i % _ORI_BINS).ravel(), (row + (lower_i + 1) % _ORI_BINS).ravel()]
-        )
-        votes = np.concatenate([(weight * (1 - fbin)).ravel(), (weight * fbin).ravel()])
-        flat_hist += np.bincount(bins, votes, minlength=flat_hist.size)
+        # np.bincount's sums: in float64, in input order (lower votes, then upper ones) from
+        # 0.0, as a 1-d index_add_ on the CPU adds; each keypoint is in one radius group
+        for which_bin, vote in ((lower_i, weight * (1 - fbin)), (upper_i, weight * fbin)):
+            hist_t.index_add_(
+                0,
+                torch.from_numpy((row + which_bin).ravel()),
+                torch.from_numpy(vote.ravel().astype(np.float64)),
+            )
     hist = flat_hist.reshape(n, _ORI_BINS)
     for _ in range(_ORI_SMOOTHING_PASSES):
         hist = (np.roll(hist, 1, axis=1) + hist + np.roll(hist, -1, axis=1)) / 3.0
