@@ -202,11 +202,12 @@ def test_batch_equals_one_image_at_a_time() -> None:
     images = batch(COLOUR, 72, 88)
     one_by_one = np.concatenate([hog(image[None]) for image in images])
     np.testing.assert_array_equal(hog(images), one_by_one)
-    seven = np.concatenate([images, images[:3]])  # chunks of hog(), the last one short
-    np.testing.assert_array_equal(hog(seven), np.concatenate([one_by_one, one_by_one[:3]]))
-    x = torch.from_numpy(seven).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():  # one hog_torch call for all seven
-        np.testing.assert_array_equal(hog_torch(x).numpy(), hog(seven))
+    eleven = np.concatenate([images, images, images[:3]])  # chunks of hog(), the last one short
+    assert hog_module._CHUNK_IMAGES < len(eleven) < 2 * hog_module._CHUNK_IMAGES
+    np.testing.assert_array_equal(hog(eleven), np.concatenate([one_by_one] * 2 + [one_by_one[:3]]))
+    x = torch.from_numpy(eleven).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():  # one hog_torch call for all eleven
+        np.testing.assert_array_equal(hog_torch(x).numpy(), hog(eleven))
 
 
 def test_uint8_equals_float_in_unit_range() -> None:

@@ -12,6 +12,7 @@ import skimage.data
 from skimage.transform import resize
 
 from pipeline.errors import ConfigError, ExtractionError
+from pipeline.features import sift as sift_package
 from pipeline.features.base import to_grey
 from pipeline.features.sift import (
     EXTRACTOR,
@@ -88,6 +89,16 @@ def test_input_layouts_agree() -> None:
     np.testing.assert_array_equal(sift(rgb.astype(np.float32) / 255), expected)
     grey_u8 = photo("camera", 128, 160)[None, ..., 0]  # grey photo, all channels equal
     np.testing.assert_array_equal(sift(grey_u8), sift(grey_u8[..., None]))
+
+
+def test_batch_equals_one_image_at_a_time() -> None:
+    # the opencv backend refines and orients the keypoints of several images at once
+    images = np.stack([photo(name, 96, 112) for name in PHOTOS])  # one flat-ish: coins
+    images = np.concatenate([images, images[:5]])  # 11: a batch of 8 and a short one of 3
+    assert sift_package._BATCH_IMAGES < len(images) < 2 * sift_package._BATCH_IMAGES
+    one_by_one = np.concatenate([sift(image[None]) for image in images])
+    assert one_by_one[:, -1].any(axis=(1, 2)).all()  # every image has keypoints
+    np.testing.assert_array_equal(sift(images), one_by_one)
 
 
 # --- grid semantics ----------------------------------------------------------------------------

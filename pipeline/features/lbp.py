@@ -508,8 +508,7 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
         grey = _grey(images[start : start + k])  # (k * H * W,) float32
         slots = _codes(grey, width, offsets, planes)  # (m,) int32: n_blocks * bin
         m = slots.size
-        torch.from_numpy(index[:m]).copy_(torch.from_numpy(slots))  # faster than numpy's cast
-        np.add(index[:m], plan.index[:m], out=index[:m])  # faster than torch's int64 add
+        np.add(plan.index[:m], slots, out=index[:m])  # int64 + int32: one pass, no cast first
         size = k * N_BINS * plan.n_blocks
         sums = [
             buffer[:size].zero_().scatter_add_(0, torch.from_numpy(index[:m]), weights[:m]).numpy()

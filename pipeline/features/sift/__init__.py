@@ -43,7 +43,12 @@ import numpy as np
 
 from pipeline.errors import ConfigError, ExtractionError
 from pipeline.features.base import Extractor, to_grey
-from pipeline.features.sift.detector import DESCRIPTOR_SCALE, DESCRIPTOR_SIZE, keypoints_opencv
+from pipeline.features.sift.detector import (
+    DESCRIPTOR_SCALE,
+    DESCRIPTOR_SIZE,
+    keypoints_opencv,
+    keypoints_opencv_batch,
+)
 
 __all__ = [
     "BACKENDS",
@@ -64,6 +69,11 @@ _EXTRA = 5  # x offset, y offset, log2 scale, orientation, presence
 #: Channels of a grid cell: the descriptor, then the 5 extra values of :func:`grid_from_keypoints`.
 SIFT_CHANNELS = _DESCRIPTOR_SIZE + _EXTRA
 _CH_X, _CH_Y, _CH_SCALE, _CH_ANGLE, _CH_PRESENT = range(_DESCRIPTOR_SIZE, SIFT_CHANNELS)
+
+#: Images whose keypoints the ``"opencv"`` backend refines and orients together
+#: (:func:`~pipeline.features.sift.detector.keypoints_opencv_batch`): their scale spaces,
+#: ~2 MiB each for 256x256, are kept until then.
+_BATCH_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -268,9 +278,13 @@ def sift(images: np.ndarray, params: SiftParams | None = None) -> np.ndarray:
             "or a smaller cell_size"
         )
     out = np.empty((n, *shape), dtype=np.float32)
-    for i in range(n):
-        frames, descriptors = keypoints(grey[i], params)
-        out[i] = grid_from_keypoints(frames, descriptors, height, width, params.cell_size)
+    for start in range(0, n, _BATCH_IMAGES):
+        if params.backend == "vlfeat":
+            found = [keypoints(image, params) for image in grey[start : start + _BATCH_IMAGES]]
+        else:  # the per-keypoint steps on a batch at once, bit-identical to one image at a time
+            found = keypoints_opencv_batch(grey[start : start + _BATCH_IMAGES], params)
+        for i, (frames, descriptors) in enumerate(found, start=start):
+            out[i] = grid_from_keypoints(frames, descriptors, height, width, params.cell_size)
     return out
 
 
