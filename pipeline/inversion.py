@@ -76,12 +76,13 @@ iteration minimises the ``E`` above with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -443,7 +444,9 @@ def invert(
     Notes
     -----
     The objective is the sum over the batch of every image's own ``E`` (module docstring),
-    so images do not interact: the gradient of one is that of its objective alone.
+    so images do not interact: the gradient of one is that of its objective alone. On a CPU
+    the steps run on one torch thread, which makes them reproducible bit for bit (on two,
+    [1] on HOG ended in one of two results from run to run).
     """
     lambda_tv, dev, target, ids = _prepare_inversion(
         target_features, params, channels=channels, image_ids=image_ids, device=device
@@ -460,6 +463,41 @@ def invert(
         return fit, fit + reg
 
     bar = progress_bar(total=params.steps, desc="invert", unit="step", disable=not progress)
+    with _one_thread_on_cpu(dev):
+        _optimise(z, objective, params, bar, progress)
+    bar.close()
+    with torch.no_grad():
+        return (z + PIXEL_OFFSET).expand(-1, 3, -1, -1).clamp(0.0, 1.0).contiguous()
+
+
+@contextlib.contextmanager
+def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Torch's intra-op threads set to 1 on a CPU, restored afterwards.
+
+    Same inputs, same bytes: on 2 threads [1] on HOG (800 steps) ended in one of two
+    results from run to run of the same process command (2 of 11 runs 0.6316, the others
+    0.6331); on one thread 19 of 19 runs gave the same bytes. A lab inverting many images on
+    CPUs runs them as parallel processes (``baseline`` stages, Dask workers) instead.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _optimise(
+    z: Tensor,
+    objective: Callable[[], tuple[Tensor, Tensor]],
+    params: InversionParams,
+    bar: Any,
+    progress: bool,
+) -> None:
+    """[1]'s gradient steps on ``z`` in place: the phases of ``params``, momentum reset."""
     optimizer: torch.optim.Optimizer | None = None
     for run, lr in params.phases():
         if params.optimizer == "sgd":  # [1] resets the momentum whenever the step changes
@@ -477,9 +515,6 @@ def invert(
             bar.update()
             if progress:  # .item() waits for the device
                 bar.set_postfix(fit=f"{fit.mean().item():.4f}", refresh=False)
-    bar.close()
-    with torch.no_grad():
-        return (z + PIXEL_OFFSET).expand(-1, 3, -1, -1).clamp(0.0, 1.0).contiguous()
 
 
 # -- what is inverted -------------------------------------------------------------------------

@@ -305,3 +305,25 @@ def test_seeded_and_independent_of_the_batch(photo_batch: np.ndarray) -> None:
     alone = invert(hog_torch, phi0[1:], size=64, params=params, image_ids=[1])
     torch.testing.assert_close(alone[0], first[1], atol=1e-4, rtol=0)
     assert not torch.equal(first[0], first[1])
+
+
+def test_cpu_optimisation_runs_on_one_thread_and_restores_the_count(
+    photo_batch: np.ndarray,
+) -> None:
+    """Two threads gave [1] on HOG one of two results run to run; the steps run on one."""
+    x = torch.nn.functional.interpolate(_as_float(photo_batch[:1]), size=(32, 32), mode="area")
+    phi0 = hog_torch(x)
+    seen: list[int] = []
+
+    def phi(image: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return hog_torch(image)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        invert(phi, phi0, size=32, params=InversionParams(steps=3, lambda_tv=0.0))
+        assert seen == [1, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
