@@ -1,0 +1,247 @@
+"""Compiled LBP kernels (numba), bit-identical to the numpy path of :func:`pipeline.features.lbp.lbp`.
+
+One image at a time, in three loops over memory that stays in cache: the grey image (uint8
+RGB through the per-channel tables of ``lbp._grey_tables``), one row at a time the 8-bit
+codes and their packed integer votes into (bin, block) sums, then the cells and their
+normalisation. The integer arithmetic is the numpy path's (``lbp._Plan``, ``lbp._cells``),
+and the float32 steps are the same IEEE operations in the same order (the bin sum of a cell
+from bin 0 to 57, as ``numpy.sum`` over that axis adds), so the outputs are equal bit for bit
+(``tests/test_lbp.py``).
+
+The functions are compiled with ``nogil=True`` (the threads of ``extract()`` run them in
+parallel) and ``cache=True``; nothing in them depends on thread scheduling. Without numba
+they are plain Python and never called (:func:`pipeline.features._jit.backend`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.features._jit import kernel
+
+__all__ = ["lbp_grey", "lbp_rgb"]
+
+_N_BINS = 58  # pipeline.features.lbp.N_BINS (not imported: lbp imports this module)
+
+
+@kernel
+def _grey_rgb(image: np.ndarray, tables: np.ndarray, grey: np.ndarray) -> None:
+    """``grey = (R[r] + G[g]) + B[b]`` in float32: ``to_grey`` of one uint8 RGB image.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8
+    tables : (4, 256) ndarray of float32
+        ``lbp._grey_tables()``: the R, G and B terms of each level (row 3 unused here).
+    grey : (H, W) ndarray of float32
+        Written.
+    """
+    height, width = grey.shape
+    red, green, blue = tables[0], tables[1], tables[2]
+    for y in range(height):
+        for x in range(width):
+            grey[y, x] = (red[image[y, x, 0]] + green[image[y, x, 1]]) + blue[image[y, x, 2]]
+
+
+@kernel
+def _block_sums(
+    grey: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    bin_offset: np.ndarray,
+    y_block: np.ndarray,
+    y_factor: np.ndarray,
+    x_block: np.ndarray,
+    x_words: np.ndarray,
+    codes: np.ndarray,
+    sums: np.ndarray,
+) -> None:
+    """The packed (bin, block) vote sums of one grey image (``lbp._Plan``'s words).
+
+    Parameters
+    ----------
+    grey : (H, W) ndarray of float32
+    rows, cols : (2,) ndarray of int64
+        ``[first, stop)`` of the voting rows and columns: the interior pixels (VLFeat skips
+        the 1-pixel border) that have a first cell.
+    bin_offset : (256,) ndarray of int64
+        ``n_blocks`` times the bin of each 8-bit code (``uniform_lbp_table``).
+    y_block : (H,) ndarray of int64
+        ``(w + 1)`` times the block row of each row.
+    y_factor : (H,) ndarray of int64
+        ``1 + (o_y << s)`` of each row.
+    x_block : (W,) ndarray of int64
+        Block column of each column.
+    x_words : (n_words, W) ndarray of int64
+        One word ``F + (C << t)`` per column, or the two words ``F`` and ``C``; the vote of
+        pixel (y, x) is ``y_factor[y] * x_words[:, x]``.
+    codes : (W,) ndarray of int64
+        Scratch for one row's codes.
+    sums : (n_words, 58 * n_blocks) ndarray of int64
+        Zeroed and written: index ``n_blocks * bin + (w + 1) * block_row + block_column``.
+
+    Notes
+    -----
+    Bit k of a code is set where neighbour k (E, SE, S, SW, W, NW, N, NE; y down) is strictly
+    greater than the centre (``lbp._NEIGHBOURS``); NaN compares false. Integer sums are exact
+    (``lbp._make_plan`` sizes the fields), so their order does not matter.
+    """
+    sums[:] = 0
+    n_words = x_words.shape[0]
+    for y in range(rows[0], rows[1]):
+        up, mid, down = grey[y - 1], grey[y], grey[y + 1]
+        for x in range(cols[0], cols[1]):
+            c = mid[x]
+            codes[x] = (
+                np.int64(mid[x + 1] > c)
+                | (np.int64(down[x + 1] > c) << 1)
+                | (np.int64(down[x] > c) << 2)
+                | (np.int64(down[x - 1] > c) << 3)
+                | (np.int64(mid[x - 1] > c) << 4)
+                | (np.int64(up[x - 1] > c) << 5)
+                | (np.int64(up[x] > c) << 6)
+                | (np.int64(up[x + 1] > c) << 7)
+            )
+        row, factor = y_block[y], y_factor[y]
+        for word in range(n_words):
+            acc, weights = sums[word], x_words[word]
+            for x in range(cols[0], cols[1]):
+                acc[bin_offset[codes[x]] + row + x_block[x]] += factor * weights[x]
+
+
+@kernel
+def _cells(
+    sums: np.ndarray, cell: int, s: int, t: int, eps: np.float32, out: np.ndarray
+) -> None:
+    """Cells from the block sums, then VLFeat's ``sqrt(hist) / (sqrt(sum(hist)) + eps)``.
+
+    Parameters
+    ----------
+    sums : (n_words, 58 * n_blocks) ndarray of int64
+        :func:`_block_sums`.
+    cell, s : int
+        Cell size; bit offset of the ``o_y``-weighted field.
+    t : int
+        Bit offset of C in the word; -1 where F and C are two words.
+    eps : float32
+        ``2 cell 1e-10`` rounded to float32, as ``lbp._normalise`` adds it.
+    out : (58, h, w) ndarray of float32
+        Written: the normalised cells of one image.
+
+    Notes
+    -----
+    As ``lbp._cells``: the x stage ``X = F[block column L + 1] + C[block column L]``, the
+    y stage ``2c X_lo[K + 1] - X_hi[K + 1] + X_hi[K]``, cast to float32; then the bin sum of
+    every cell in float32 from bin 0 to 57 (numpy's order for ``sum(axis=1)``), its square
+    root plus ``eps``, and every bin's square root divided by it.
+    """
+    _, h, w = out.shape
+    down = w + 1
+    n_blocks = (h + 1) * down
+    low = (np.int64(1) << s) - 1
+    two_c = 2 * cell
+    one_word = t >= 0
+    f_mask = (np.int64(1) << max(t, 0)) - 1
+    f_sums = sums[0]
+    c_sums = sums[0] if one_word else sums[sums.shape[0] - 1]
+    for b in range(_N_BINS):
+        for k in range(h):
+            for col in range(w):
+                i = b * n_blocks + k * down + col  # block (k, col); (k + 1, col) is i + down
+                if one_word:
+                    x0 = (f_sums[i + 1] & f_mask) + (c_sums[i] >> t)
+                    x1 = (f_sums[i + down + 1] & f_mask) + (c_sums[i + down] >> t)
+                else:
+                    x0 = f_sums[i + 1] + c_sums[i]
+                    x1 = f_sums[i + down + 1] + c_sums[i + down]
+                out[b, k, col] = np.float32(two_c * (x1 & low) - (x1 >> s) + (x0 >> s))
+    for k in range(h):
+        for col in range(w):
+            norm = np.float32(0.0)
+            for b in range(_N_BINS):
+                norm += out[b, k, col]
+            norm = np.float32(np.sqrt(norm)) + eps
+            for b in range(_N_BINS):
+                out[b, k, col] = np.float32(np.sqrt(out[b, k, col])) / norm
+
+
+@kernel
+def lbp_rgb(
+    images: np.ndarray,
+    tables: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    bin_offset: np.ndarray,
+    y_block: np.ndarray,
+    y_factor: np.ndarray,
+    x_block: np.ndarray,
+    x_words: np.ndarray,
+    cell: int,
+    s: int,
+    t: int,
+    eps: np.float32,
+    out: np.ndarray,
+) -> None:
+    """LBP cells of a batch of uint8 RGB images, written into ``out``.
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) ndarray of uint8, C-contiguous
+    tables : (4, 256) ndarray of float32
+        ``lbp._grey_tables()``.
+    rows, cols, bin_offset, y_block, y_factor, x_block, x_words
+        As :func:`_block_sums`.
+    cell, s, t, eps
+        As :func:`_cells`.
+    out : (N, 58, h, w) ndarray of float32
+        Written.
+    """
+    n, height, width = images.shape[:3]
+    grey = np.empty((height, width), dtype=np.float32)
+    codes = np.empty(width, dtype=np.int64)
+    sums = np.empty(
+        (x_words.shape[0], _N_BINS * (out.shape[2] + 1) * (out.shape[3] + 1)), dtype=np.int64
+    )
+    for i in range(n):
+        _grey_rgb(images[i], tables, grey)
+        _block_sums(grey, rows, cols, bin_offset, y_block, y_factor, x_block, x_words, codes, sums)
+        _cells(sums, cell, s, t, eps, out[i])
+
+
+@kernel
+def lbp_grey(
+    grey: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    bin_offset: np.ndarray,
+    y_block: np.ndarray,
+    y_factor: np.ndarray,
+    x_block: np.ndarray,
+    x_words: np.ndarray,
+    cell: int,
+    s: int,
+    t: int,
+    eps: np.float32,
+    out: np.ndarray,
+) -> None:
+    """LBP cells of a batch of float32 grey images, written into ``out``.
+
+    Parameters
+    ----------
+    grey : (N, H, W) ndarray of float32, C-contiguous
+        ``to_grey`` of the images.
+    rows, cols, bin_offset, y_block, y_factor, x_block, x_words
+        As :func:`_block_sums`.
+    cell, s, t, eps
+        As :func:`_cells`.
+    out : (N, 58, h, w) ndarray of float32
+        Written.
+    """
+    n, _, width = grey.shape
+    codes = np.empty(width, dtype=np.int64)
+    sums = np.empty(
+        (x_words.shape[0], _N_BINS * (out.shape[2] + 1) * (out.shape[3] + 1)), dtype=np.int64
+    )
+    for i in range(n):
+        _block_sums(grey[i], rows, cols, bin_offset, y_block, y_factor, x_block, x_words, codes, sums)
+        _cells(sums, cell, s, t, eps, out[i])
