@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, ExtractionError
-from pipeline.features import _jit, _lbp_kernel
-from pipeline.features.base import Extractor, to_grey
+from pipeline.features.base import Extractor, kernel_backend, to_grey
+from pipeline.features.lbp import _kernel
 
 __all__ = [
     "EXTRACTOR",
@@ -511,7 +511,7 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
     if n == 0:
         to_grey(images)  # the dtype and channel checks
         return out
-    if _jit.backend() == "numba":
+    if kernel_backend() == "numba":
         _lbp_numba(images, params.cell_size, out)
     else:
         _lbp_numpy(images, params.cell_size, out)
@@ -552,7 +552,7 @@ def _lbp_numpy(images: np.ndarray, cell: int, out: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class _KernelTables:
-    """The per-row and per-column tables of the compiled kernels (:mod:`._lbp_kernel`).
+    """The per-row and per-column tables of the compiled kernels (:mod:`._kernel`).
 
     The same integers as :class:`_Plan`, factored: the vote of pixel (y, x) is
     ``y_factor[y] * x_words[:, x]`` into slot ``bin_offset[code] + y_block[y] + x_block[x]``
@@ -599,7 +599,7 @@ def _kernel_tables(height: int, width: int, cell: int) -> _KernelTables:
 
 
 def _lbp_numba(images: np.ndarray, cell: int, out: np.ndarray) -> None:
-    """:func:`lbp`'s compiled path (:mod:`._lbp_kernel`), one image at a time, into ``out``.
+    """:func:`lbp`'s compiled path (:mod:`._kernel`), one image at a time, into ``out``.
 
     uint8 RGB goes to grey inside the kernel; other input through :func:`_grey` first, one
     chunk of ``_CHUNK_PIXELS`` at a time.
@@ -610,12 +610,12 @@ def _lbp_numba(images: np.ndarray, cell: int, out: np.ndarray) -> None:
     tables = (k.rows, k.cols, k.bin_offset, k.y_block, k.y_factor, k.x_block, k.x_words)
     if images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3:
         rgb = np.ascontiguousarray(images)
-        _lbp_kernel.lbp_rgb(rgb, _grey_tables(), *tables, cell, k.s, k.t, eps, out)
+        _kernel.lbp_rgb(rgb, _grey_tables(), *tables, cell, k.s, k.t, eps, out)
         return
     chunk = max(1, min(n, _CHUNK_PIXELS // (height * width)))
     for start in range(0, n, chunk):
         grey = _grey(images[start : start + chunk]).reshape(-1, height, width)
-        _lbp_kernel.lbp_grey(grey, *tables, cell, k.s, k.t, eps, out[start : start + chunk])
+        _kernel.lbp_grey(grey, *tables, cell, k.s, k.t, eps, out[start : start + chunk])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Compiled LBP kernels (numba), bit-identical to the numpy path of :func:`pipeline.features.lbp.lbp`.
+"""Compiled LBP kernels (numba), bit-identical to the numpy path of :func:`.lbp.lbp`.
 
 One image at a time, in three loops over memory that stays in cache: the grey image (uint8
 RGB through the per-channel tables of ``lbp._grey_tables``), one row at a time the 8-bit
@@ -10,14 +10,14 @@ from bin 0 to 57, as ``numpy.sum`` over that axis adds), so the outputs are equa
 
 The functions are compiled with ``nogil=True`` (the threads of ``extract()`` run them in
 parallel) and ``cache=True``; nothing in them depends on thread scheduling. Without numba
-they are plain Python and never called (:func:`pipeline.features._jit.backend`).
+they are plain Python and never called (:func:`pipeline.features.base.kernel_backend`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.features._jit import kernel
+from pipeline.features.base import compiled
 
 __all__ = ["lbp_grey", "lbp_rgb"]
 
@@ -28,7 +28,7 @@ _N_BINS = 58  # pipeline.features.lbp.N_BINS (not imported: lbp imports this mod
 _U = np.uint64
 
 
-@kernel
+@compiled
 def _grey_rgb(image: np.ndarray, tables: np.ndarray, grey: np.ndarray) -> None:
     """``grey = (R[r] + G[g]) + B[b]`` in float32: ``to_grey`` of one uint8 RGB image.
 
@@ -48,7 +48,7 @@ def _grey_rgb(image: np.ndarray, tables: np.ndarray, grey: np.ndarray) -> None:
             out[x] = (red[pixels[x, 0]] + green[pixels[x, 1]]) + blue[pixels[x, 2]]
 
 
-@kernel
+@compiled
 def _block_sums(
     grey: np.ndarray,
     rows: np.ndarray,
@@ -115,10 +115,8 @@ def _block_sums(
                 acc[_U(bin_offset[codes[x]]) + row + _U(x_block[x])] += factor * weights[x]
 
 
-@kernel
-def _cells(
-    sums: np.ndarray, cell: int, s: int, t: int, eps: np.float32, out: np.ndarray
-) -> None:
+@compiled
+def _cells(sums: np.ndarray, cell: int, s: int, t: int, eps: np.float32, out: np.ndarray) -> None:
     """Cells from the block sums, then VLFeat's ``sqrt(hist) / (sqrt(sum(hist)) + eps)``.
 
     Parameters
@@ -166,16 +164,16 @@ def _cells(
                     cells[b, j + col] = np.float32(two_c * (x1 & low) - (x1 >> s) + (x0 >> s))
     norm = np.zeros(h * w, dtype=np.float32)
     for b in range(_U(_N_BINS)):  # numpy's order: norm = ((0 + bin 0) + bin 1) + ...
-        for j in range(_U(h * w)):
-            norm[j] += cells[b, j]
-    for j in range(_U(h * w)):
-        norm[j] = np.sqrt(norm[j]) + eps
+        for q in range(_U(h * w)):
+            norm[q] += cells[b, q]
+    for q in range(_U(h * w)):
+        norm[q] = np.sqrt(norm[q]) + eps
     for b in range(_U(_N_BINS)):
-        for j in range(_U(h * w)):
-            cells[b, j] = np.sqrt(cells[b, j]) / norm[j]
+        for q in range(_U(h * w)):
+            cells[b, q] = np.sqrt(cells[b, q]) / norm[q]
 
 
-@kernel
+@compiled
 def lbp_rgb(
     images: np.ndarray,
     tables: np.ndarray,
@@ -218,7 +216,7 @@ def lbp_rgb(
         _cells(sums, cell, s, t, eps, out[i])
 
 
-@kernel
+@compiled
 def lbp_grey(
     grey: np.ndarray,
     rows: np.ndarray,
@@ -253,5 +251,7 @@ def lbp_grey(
         (x_words.shape[0], _N_BINS * (out.shape[2] + 1) * (out.shape[3] + 1)), dtype=np.int64
     )
     for i in range(n):
-        _block_sums(grey[i], rows, cols, bin_offset, y_block, y_factor, x_block, x_words, codes, sums)
+        _block_sums(
+            grey[i], rows, cols, bin_offset, y_block, y_factor, x_block, x_words, codes, sums
+        )
         _cells(sums, cell, s, t, eps, out[i])
