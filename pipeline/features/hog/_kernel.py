@@ -56,7 +56,7 @@ def _make_fma() -> Any:
     from numba.core import types
     from numba.extending import intrinsic
 
-    @intrinsic  # type: ignore[misc]
+    @intrinsic
     def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
         sig = types.float32(types.float32, types.float32, types.float32)
 
