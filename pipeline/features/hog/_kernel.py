@@ -122,30 +122,30 @@ def _row_votes(
     o = cos.shape[0]
     plane = planes[0]
     up, mid, down = plane[y - 1], plane[y], plane[y + 1]
-    for j in range(n):
-        a = mid[j + 2] - mid[j]
-        b = down[j + 1] - up[j + 1]
+    for j in range(_U(n)):
+        a = mid[j + _U(2)] - mid[j]
+        b = down[j + _U(1)] - up[j + _U(1)]
         gx[j], gy[j], grad2[j] = a, b, a * a + b * b
     for ch in range(1, channels):
         plane = planes[ch]
         up, mid, down = plane[y - 1], plane[y], plane[y + 1]
-        for j in range(n):
-            a = mid[j + 2] - mid[j]
-            b = down[j + 1] - up[j + 1]
+        for j in range(_U(n)):
+            a = mid[j + _U(2)] - mid[j]
+            b = down[j + _U(1)] - up[j + _U(1)]
             g2 = a * a + b * b
             if g2 > grad2[j]:
                 gx[j], gy[j], grad2[j] = a, b, g2
-    for j in range(n):
+    for j in range(_U(n)):
         best[j] = abs(gx[j])  # k = 0: cos 0 = 1, sin 0 = 0
         bins[j] = 0
     for k in range(1, o):
         c, s = cos[k], sin[k]
-        for j in range(n):
+        for j in range(_U(n)):
             score = abs(c * gx[j] + s * gy[j])
             if score > best[j]:
                 best[j] = score
                 bins[j] = k
-    for j in range(n):
+    for j in range(_U(n)):
         sign = gx[j] if bins[j] == 0 else gy[j]
         if sign < 0:
             bins[j] += o
