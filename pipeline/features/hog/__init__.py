@@ -9,8 +9,9 @@ cells around it, clipped at 0.2 and projected to ``3 * O + 4`` channels: ``2 * O
 :func:`hog_torch` is ours: batched and written in torch, so that it runs on a GPU and can be
 differentiated through (the optimisation-based inversion of Mahendran & Vedaldi needs the
 gradient of HOG with respect to the image). :func:`hog` is its numpy entry point, the one the
-feature store calls; :func:`hog_vlfeat` calls VLFeat through ``cyvlfeat`` and is the parity
-reference.
+feature store calls; where numba is installed it computes the histograms with a compiled
+kernel (``_kernel.py``) that gives the same bytes. :func:`hog_vlfeat` calls VLFeat through
+``cyvlfeat`` and is the parity reference.
 """
 
 from __future__ import annotations
@@ -589,7 +590,10 @@ def hog(images: np.ndarray, params: HogParams | None = None) -> np.ndarray:
     Notes
     -----
     Runs :func:`hog_torch` on the CPU without autograd, ``_CHUNK_IMAGES`` images at a time,
-    with torch's current thread settings (they are not changed here).
+    with torch's current thread settings (they are not changed here). Where numba is
+    installed (:func:`pipeline.features.base.kernel_backend`), the directed histograms come
+    from a compiled kernel instead (:func:`_hog_numba`, the GIL released), with the same
+    bytes; float images holding inf or NaN still take :func:`hog_torch`.
     """
     params = HogParams() if params is None else params
     images = np.asarray(images)

@@ -5,9 +5,10 @@ neighbour is strictly brighter than the centre); the 256 codes are quantised to 
 bins are accumulated bilinearly into ``cell_size``-pixel cells, and each cell's histogram is
 square-rooted and L2-normalised. A 256×256 image gives ``(58, 16, 16)``.
 
-:func:`lbp` is ours, vectorised over chunks of the batch (numpy comparisons, OpenCV table
-lookups, one ``torch`` scatter-add of exact integer weights per chunk); :func:`lbp_vlfeat`
-calls VLFeat's C library through ``ctypes`` and is the parity reference.
+:func:`lbp` is ours: compiled numba kernels where numba is installed (``_kernel.py``), else
+vectorised over chunks of the batch (numpy comparisons, OpenCV table lookups, one ``torch``
+scatter-add of exact integer weights per chunk), both giving the same bytes;
+:func:`lbp_vlfeat` calls VLFeat's C library through ``ctypes`` and is the parity reference.
 """
 
 from __future__ import annotations
@@ -487,8 +488,11 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
     only into cells that exist, and edge cells are not renormalised; a tie (neighbour ==
     centre) gives bit 0, and so does NaN.
 
-    Work runs on the calling thread and on torch's and OpenCV's own thread pools, whose
-    settings are left alone. Images are processed ``_CHUNK_PIXELS`` at a time.
+    Two backends give the same bytes (:func:`pipeline.features.base.kernel_backend`): where
+    numba is installed, compiled kernels (:mod:`._kernel`) on the calling thread, one image
+    at a time with the GIL released; elsewhere (or with ``INVERT_KERNELS=numpy``) whole-chunk
+    numpy passes, ``_CHUNK_PIXELS`` at a time, on the calling thread and on torch's and
+    OpenCV's own thread pools. Thread settings are left alone.
 
     References
     ----------
