@@ -147,3 +147,32 @@ def test_non_finite_float_images_take_the_torch_path(monkeypatch: pytest.MonkeyP
     infinite[0, 5, 5] = np.inf
     hog(infinite)
     assert calls == ["torch"]
+
+
+@needs_numba
+def test_a_kernel_that_sums_otherwise_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = batch(COLOUR[:2], 48, 64)
+    monkeypatch.setenv("INVERT_KERNELS", "numpy")
+    expected = hog(images)
+    monkeypatch.setenv("INVERT_KERNELS", "numba")
+    real = _kernel.hog_hist
+
+    def off_by_one_ulp(*args: object) -> None:  # a BLAS that rounds one sum otherwise
+        real(*args)
+        hist = args[-1]
+        assert isinstance(hist, np.ndarray)
+        hist.flat[np.argmax(hist)] = np.nextafter(hist.max(), np.float32(1))
+
+    monkeypatch.setattr(_kernel, "hog_hist", off_by_one_ulp)
+    monkeypatch.setattr(
+        hog_module, "_kernel_matches_torch", hog_module._kernel_matches_torch.__wrapped__
+    )
+    with pytest.warns(RuntimeWarning, match="does not reproduce this torch build's sums"):
+        got = hog(images)
+    np.testing.assert_array_equal(got, expected)
+
+
+@needs_numba
+def test_the_kernel_matches_torch_here() -> None:
+    hog_module._kernel_matches_torch.cache_clear()
+    assert hog_module._kernel_matches_torch()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -604,7 +605,11 @@ def hog(images: np.ndarray, params: HogParams | None = None) -> np.ndarray:
             f"{images.shape}; drop an alpha channel with images[..., :3]"
         )
     out = np.empty((len(images), *output_shape(params, height, width)), np.float32)
-    if kernel_backend() == "numba" and (images.dtype == np.uint8 or np.isfinite(images).all()):
+    if (
+        kernel_backend() == "numba"
+        and (images.dtype == np.uint8 or np.isfinite(images).all())
+        and _kernel_matches_torch()
+    ):
         _hog_numba(images, params, out)
         return out
     with torch.no_grad():
@@ -625,6 +630,36 @@ def _matmul_is_fused(cell: int, columns: int) -> bool:
     """Whether :func:`hog_torch`'s y-vote ``matmul`` (``(2, cell) @ (cell, columns)``) goes to
     MKL, which sums with fused multiply-adds, rather than torch's loop of rounded products."""
     return cell * 2 * columns >= _TORCH_SMALL_BMM
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_matches_torch() -> bool:
+    """Whether the numba kernel gives :func:`hog_torch`'s bytes here (checked once a process).
+
+    The kernel copies the order in which torch and its BLAS sum (``index_add_``, ``matmul``:
+    :mod:`._kernel`), measured with torch 2.13 and MKL on x86. Another torch or BLAS could
+    sum otherwise, and a stored feature must not depend on the backend: two small batches,
+    on both sides of torch's small-``matmul`` rule (:func:`_matmul_is_fused`), are compared
+    bit for bit; on a difference the torch path is used from then on, with a warning.
+    """
+    rng = np.random.default_rng(0)
+    params = HogParams()
+    for shape in ((3, 40, 56, 3), (2, 12, 9, 3)):  # fused: 8 x 2 x 126 >= 400; not: 8 x 2 x 18
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = np.empty((shape[0], *output_shape(params, shape[1], shape[2])), np.float32)
+        _hog_numba(images, params, got)
+        with torch.no_grad():
+            expected = hog_torch(torch.from_numpy(_channels_first(images)), params).numpy()
+        if not np.array_equal(got, expected):
+            warnings.warn(
+                "hog: the numba kernel does not reproduce this torch build's sums bit for bit "
+                f"(torch {torch.__version__}); using the torch path. Set INVERT_KERNELS=numpy "
+                "to silence this",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+    return True
 
 
 def _hog_numba(images: np.ndarray, params: HogParams, out: np.ndarray) -> None:
