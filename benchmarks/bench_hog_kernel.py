@@ -1,8 +1,10 @@
 """Micro-benchmark: our HOG (:func:`pipeline.features.hog.hog`) against VLFeat's, one core.
 
 Times both on the same batch of 256×256 RGB crops of ``skimage.data`` photographs, with
-torch limited to one thread (VLFeat's ``vl_hog`` is single-threaded), alternating the two
-so that a busy machine slows both alike; prints the best and the median of the repeats.
+torch limited to one thread (VLFeat's ``vl_hog`` is single-threaded), alternating the
+contenders so that a busy machine slows all alike; prints the best and the median of the
+repeats. Ours runs on each backend (``INVERT_KERNELS``: the numba kernel where numba is
+installed, and the torch path), after a warm-up call (numba's compilation is not timed).
 
     python benchmarks/bench_hog_kernel.py [--batch 64] [--repeats 7] [--threads 1]
 """
@@ -10,6 +12,7 @@ so that a busy machine slows both alike; prints the best and the median of the r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +21,7 @@ import numpy as np
 import skimage.data
 import torch
 
+from pipeline.features.base import numba_available
 from pipeline.features.hog import hog, hog_vlfeat
 
 
@@ -50,25 +54,38 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)  # this script only; the library never sets it
     images = photographs(args.batch)
-    ours = hog(images)
     reference = hog_vlfeat(images)
-    print(f"max |ours - vlfeat| = {np.abs(ours - reference).max():.2e} on {images.shape}")
+    backends = ["numba", "numpy"] if numba_available() else ["numpy"]
 
-    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "vlfeat": []}
+    def ours(backend: str) -> Callable[[], object]:
+        def run() -> object:
+            os.environ["INVERT_KERNELS"] = backend  # this script only
+            return hog(images)
+
+        return run
+
+    calls = {**{f"ours-{b}": ours(b) for b in backends}, "vlfeat": lambda: hog_vlfeat(images)}
+    for name in backends:
+        diff = np.abs(np.asarray(ours(name)()) - reference).max()  # also the warm-up
+        print(f"max |ours ({name}) - vlfeat| = {diff:.2e} on {images.shape}")
+
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for _ in range(args.repeats):
-        runs["ours"].append(seconds(lambda: hog(images)))
-        runs["vlfeat"].append(seconds(lambda: hog_vlfeat(images)))
+        for name, call in calls.items():
+            runs[name].append(seconds(call))
     for clock, i in (("wall", 0), ("cpu", 1)):
         rate = {}
         for name, times in runs.items():
             t = [run[i] for run in times]
             rate[name] = (args.batch / min(t), args.batch / statistics.median(t))
             best, median = rate[name]
-            print(f"{clock:>4} {name:>6}: {best:7.1f} images/s best, {median:7.1f} median")
-        print(
-            f"{clock:>4}  ratio: {rate['ours'][0] / rate['vlfeat'][0]:.2f}x best, "
-            f"{rate['ours'][1] / rate['vlfeat'][1]:.2f}x median"
-        )
+            print(f"{clock:>4} {name:>11}: {best:7.1f} images/s best, {median:7.1f} median")
+        for name in calls:
+            if name != "vlfeat":
+                print(
+                    f"{clock:>4} {name:>11} / vlfeat: {rate[name][0] / rate['vlfeat'][0]:.2f}x "
+                    f"best, {rate[name][1] / rate['vlfeat'][1]:.2f}x median"
+                )
     print(f"(ours on {args.threads} torch thread(s); VLFeat is single-threaded)")
 
 

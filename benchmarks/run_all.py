@@ -57,9 +57,14 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    from pipeline.features.base import _import_numba, kernel_backend
+
+    backend = kernel_backend()  # INVERT_KERNELS, or numba where it is installed
+    if backend == "numba":
+        backend = f"numba {_import_numba().__version__}"
     return (
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}, shallow-feature kernels: {backend}"
     )
 
 

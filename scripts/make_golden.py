@@ -225,8 +225,10 @@ def _render(fields: dict[str, Any]) -> np.ndarray:
 
 
 def _module_file(obj: Any) -> str:
-    module = getattr(obj, "__module__", None) or "pipeline.features"
-    return module.replace(".", "/") + ".py"
+    """The file defining ``obj``'s module, relative to the repository (a package's __init__)."""
+    name = getattr(obj, "__module__", None) or "pipeline.features"
+    path = name.replace(".", "/")
+    return f"{path}/__init__.py" if getattr(sys.modules[name], "__path__", None) else f"{path}.py"
 
 
 def entries() -> list[Entry]:

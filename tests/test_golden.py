@@ -133,7 +133,7 @@ def test_a_perturbed_golden_array_is_reported() -> None:
     assert problem.startswith(f"{name}: output changed without a version bump (1 of ")
     assert "(1, 30, 31, 0)" in problem
     assert f"bump {entry.version_lives} and run {REGENERATE}" in problem
-    assert "pipeline/features/hog.py" in problem
+    assert "pipeline/features/hog/__init__.py" in problem
 
 
 def test_compare_tolerances() -> None:

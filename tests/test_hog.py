@@ -2,7 +2,9 @@
 
 Four kinds: parity with VLFeat's ``vl_hog`` through cyvlfeat (``@pytest.mark.vlfeat``),
 properties, an exact equivariance (180° rotation) and gradients, and one ``pytest.raises``
-per validation branch.
+per validation branch. Every test runs on both backends of :func:`hog` (the torch path, and
+the numba kernel where numba is installed); ``tests/test_hog_backends.py`` checks that the
+two give the same bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from skimage import data
 from skimage.transform import resize
 
 from pipeline.errors import ConfigError, ExtractionError
+from pipeline.features import base
 from pipeline.features import hog as hog_module
 from pipeline.features.hog import (
     EXTRACTOR,
@@ -39,6 +42,19 @@ ATOL_FLOAT32 = 1e-6
 
 COLOUR = ("astronaut", "coffee", "chelsea", "rocket")
 GREY = ("camera", "coins")
+
+needs_numba = pytest.mark.skipif(
+    not base.numba_available(),
+    reason="numba is not installed: the torch path runs, and its tests do (pip install numba)",
+)
+
+
+@pytest.fixture(autouse=True, params=["numpy", pytest.param("numba", marks=needs_numba)])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run each test on one backend (``INVERT_KERNELS``, read by ``hog`` on every call)."""
+    monkeypatch.setenv("INVERT_KERNELS", request.param)
+    assert base.kernel_backend() == request.param
+    return str(request.param)
 
 
 def needs_cyvlfeat() -> None:

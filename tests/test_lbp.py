@@ -2,6 +2,8 @@
 
 Four kinds: parity with VLFeat's C code (``@pytest.mark.vlfeat``), properties, exact
 equivariances under flips and rotations, and one ``pytest.raises`` per validation branch.
+Every test runs on both backends (the numpy path, and the numba kernels where numba is
+installed); ``tests/test_lbp_backends.py`` checks that the two give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from skimage import data
 from skimage.transform import resize
 
 from pipeline.errors import ConfigError, ExtractionError
+from pipeline.features import base
 from pipeline.features import lbp as lbp_module
 from pipeline.features.base import to_grey
 from pipeline.features.lbp import (
@@ -37,6 +40,20 @@ needs_vlfeat = pytest.mark.skipif(
     find_libvl() is None,
     reason="VLFeat's libvl.so is not installed (apt-get install libvlfeat-dev)",
 )
+
+needs_numba = pytest.mark.skipif(
+    not base.numba_available(),
+    reason="numba is not installed: the numpy path runs, and its tests do (pip install numba)",
+)
+
+
+@pytest.fixture(autouse=True, params=["numpy", pytest.param("numba", marks=needs_numba)])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run each test on one backend (``INVERT_KERNELS``, read by ``lbp`` on every call)."""
+    monkeypatch.setenv("INVERT_KERNELS", request.param)
+    assert base.kernel_backend() == request.param
+    return str(request.param)
+
 
 COLOUR = ("astronaut", "coffee", "chelsea", "rocket")
 GREY = ("camera", "coins")

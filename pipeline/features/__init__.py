@@ -4,7 +4,7 @@
 >>> feats = extract("hog", images)            # (N, 256, 256, 3) uint8 -> (N, 31, 32, 32)
 >>> feats = extract("hog", images, cell_size=4)
 
-Each extractor lives in its own module (``hog.py``, ``lbp.py``, ``sift.py``) and exposes an
+Each extractor lives in its own package (``hog/``, ``lbp/``, ``sift/``) and exposes an
 ``EXTRACTOR`` record (:class:`~pipeline.features.base.Extractor`); this module maps names to
 those modules and imports one only when it is asked for.
 """

@@ -8,15 +8,26 @@ frozen dataclass of its parameters, and the names of its per-sample dimensions.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from pipeline.errors import ExtractionError
+from pipeline.errors import ConfigError, ExtractionError
 
-__all__ = ["MATLAB_GREY_WEIGHTS", "Extractor", "OnDevice", "as_float_images", "to_grey"]
+__all__ = [
+    "MATLAB_GREY_WEIGHTS",
+    "Extractor",
+    "OnDevice",
+    "as_float_images",
+    "compiled",
+    "kernel_backend",
+    "numba_available",
+    "to_grey",
+]
 
 #: MATLAB ``rgb2gray`` weights (R, G, B), the grey conversion of the paper's VLFeat pipeline.
 MATLAB_GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -159,3 +170,87 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     return (
         np.float32(r) * x[..., 0] + np.float32(g) * x[..., 1] + np.float32(b) * x[..., 2]
     ).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled kernels: numba where it imports, else the numpy paths
+# --------------------------------------------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Values the environment variable ``INVERT_KERNELS`` may take (:func:`kernel_backend`).
+KERNEL_CHOICES = ("auto", "numba", "numpy")
+
+
+@functools.lru_cache(maxsize=1)
+def _import_numba() -> Any:
+    """The ``numba`` module, or None where it is not installed (imported once, on first use)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+def numba_available() -> bool:
+    """Whether ``import numba`` succeeds (numba is an optional dependency)."""
+    return _import_numba() is not None
+
+
+def kernel_backend() -> str:
+    """``"numba"`` or ``"numpy"``: where a shallow feature's kernels run on this call.
+
+    numba is optional. Where it imports, features with compiled kernels (LBP:
+    ``pipeline/features/lbp/_kernel.py``) run them; elsewhere their vectorised numpy paths
+    run. Both give the same bytes (``tests/test_lbp_backends.py``), so the choice never
+    changes a stored feature. The environment variable ``INVERT_KERNELS`` overrides it:
+    ``numpy`` forces the numpy paths (benchmarks; a check of the fallback where numba is
+    installed), ``numba`` insists on numba, unset or ``auto`` picks numba when it imports.
+    It is read on every call.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ConfigError
+        ``INVERT_KERNELS`` holds another value, or asks for numba where it is not installed.
+    """
+    choice = os.environ.get("INVERT_KERNELS", "auto").strip().lower() or "auto"
+    if choice not in KERNEL_CHOICES:
+        raise ConfigError(
+            f"INVERT_KERNELS must be one of {', '.join(KERNEL_CHOICES)}, got {choice!r}; unset "
+            "it to use numba where it is installed"
+        )
+    if choice == "numpy":
+        return "numpy"
+    if not numba_available():
+        if choice == "numba":
+            raise ConfigError(
+                "INVERT_KERNELS=numba but numba is not installed; pip install numba, or unset "
+                "INVERT_KERNELS to use the numpy path"
+            )
+        return "numpy"
+    return "numba"
+
+
+def compiled(fn: _F) -> _F:
+    """``fn`` compiled by numba, or ``fn`` unchanged without numba (a decorator).
+
+    Compiled with ``numba.njit(nogil=True, cache=True, error_model="numpy")``: the GIL is
+    released (the threads of ``extract()`` run kernels in parallel), the machine code is
+    cached on disk beside the module, and float division by zero gives inf/nan as in numpy
+    instead of raising (the kernels never divide by zero; the check would cost a branch per
+    division). No ``fastmath``, no ``parallel``: the float operations, and their order, are
+    the ones written, and nothing depends on thread scheduling. Compilation happens on the
+    first call with each argument type, not at import.
+
+    Without numba the plain Python function is kept so that the kernel modules import
+    everywhere; the library never calls it (:func:`kernel_backend` says ``"numpy"``).
+    """
+    numba = _import_numba()
+    if numba is None:
+        return fn
+    jitted: _F = numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+    return jitted

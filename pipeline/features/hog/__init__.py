@@ -9,14 +9,16 @@ cells around it, clipped at 0.2 and projected to ``3 * O + 4`` channels: ``2 * O
 :func:`hog_torch` is ours: batched and written in torch, so that it runs on a GPU and can be
 differentiated through (the optimisation-based inversion of Mahendran & Vedaldi needs the
 gradient of HOG with respect to the image). :func:`hog` is its numpy entry point, the one the
-feature store calls; :func:`hog_vlfeat` calls VLFeat through ``cyvlfeat`` and is the parity
-reference.
+feature store calls; where numba is installed it computes the histograms with a compiled
+kernel (``_kernel.py``) that gives the same bytes. :func:`hog_vlfeat` calls VLFeat through
+``cyvlfeat`` and is the parity reference.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, ExtractionError
-from pipeline.features.base import Extractor, OnDevice, as_float_images
+from pipeline.features.base import Extractor, OnDevice, as_float_images, kernel_backend
+from pipeline.features.hog import _kernel
 
 __all__ = ["EXTRACTOR", "HogParams", "hog", "hog_torch", "hog_vlfeat", "output_shape"]
 
@@ -194,6 +197,31 @@ def _axis_votes(
     return np.clip(cell, 0, cells - 1).astype(np.int32), weight
 
 
+@functools.lru_cache(maxsize=32)
+def _tent(height: int, c: int, h: int) -> np.ndarray:
+    """The y-vote weights of :func:`_plan`: ``(h + 1, 2, c)`` float32, read-only.
+
+    Buffer row ``i`` is image row ``y = i - c // 2`` in block ``m = i // c``; it votes
+    ``tent[m, 0, i % c]`` into cell ``m`` and ``tent[m, 1, i % c]`` into cell ``m - 1``
+    (VLFeat's weights, :func:`_axis_votes`; 0 outside the interior rows and the grid).
+    """
+    top = c // 2 + 1  # buffer row of image row 1 (the first interior row)
+    # every buffer row i is image row y = i - top + 1 in block m = i // c; it votes wy1 into
+    # cell floor(hy) and wy2 into the next one, which are cells m - 1 and m (see _axis_votes)
+    y = np.arange((h + 1) * c) - top + 1
+    cy, wy = _axis_votes(height, c, h, first=int(y[0]), last=int(y[-1]))  # (2, (h+1) c)
+    block = np.arange((h + 1) * c) // c
+    interior = (y >= 1) & (y <= height - 2)
+    by_side = np.zeros((2, (h + 1) * c), np.float32)  # to cell m, to cell m - 1
+    for side, cell in ((0, block), (1, block - 1)):
+        for which in range(2):
+            hit = interior & (cy[which] == cell) & (wy[which] > 0)
+            by_side[side, hit] = wy[which, hit]
+    tent = np.ascontiguousarray(by_side.reshape(2, h + 1, c).transpose(1, 0, 2))
+    tent.setflags(write=False)
+    return tent
+
+
 @functools.lru_cache(maxsize=8)
 def _plan(batch: int, height: int, width: int, params: HogParams, device: torch.device) -> _Plan:
     """Orientation tables and vote layout for ``batch`` images of ``height × width``.
@@ -223,18 +251,7 @@ def _plan(batch: int, height: int, width: int, params: HogParams, device: torch.
     row = (top + np.arange(rows))[None, None, :, None] * row_stride
     index = (image + row + cx[:, None, None, :]).reshape(2, -1).astype(np.int32)
     weight_x = np.broadcast_to(wx[:, None, None, :], (2, batch, rows, cols)).reshape(2, -1)
-    # every buffer row i is image row y = i - top + 1 in block m = i // c; it votes wy1 into
-    # cell floor(hy) and wy2 into the next one, which are cells m - 1 and m (see _axis_votes)
-    y = np.arange((h + 1) * c) - top + 1
-    cy, wy = _axis_votes(height, c, h, first=int(y[0]), last=int(y[-1]))  # (2, (h+1) c)
-    block = np.arange((h + 1) * c) // c
-    interior = (y >= 1) & (y <= height - 2)
-    by_side = np.zeros((2, (h + 1) * c), np.float32)  # to cell m, to cell m - 1
-    for side, cell in ((0, block), (1, block - 1)):
-        for which in range(2):
-            hit = interior & (cy[which] == cell) & (wy[which] > 0)
-            by_side[side, hit] = wy[which, hit]
-    tent = by_side.reshape(2, h + 1, c).transpose(1, 0, 2)  # (h+1, 2, c)
+    tent = _tent(height, c, h)  # (h+1, 2, c)
 
     cos, sin = _orientation_tables(o)
     pairs = [k for k in range(1, (o + 1) // 2) if cos[o - k] == -cos[k] and sin[o - k] == sin[k]]
@@ -259,7 +276,7 @@ def _plan(batch: int, height: int, width: int, params: HogParams, device: torch.
         vertical=vertical,
         index=tensor(index),
         weight_x=tensor(weight_x),
-        tent=tensor(tent),
+        tent=tensor(tent.copy()),  # _tent is read-only; torch wants a writable array
     )
 
 
@@ -574,7 +591,10 @@ def hog(images: np.ndarray, params: HogParams | None = None) -> np.ndarray:
     Notes
     -----
     Runs :func:`hog_torch` on the CPU without autograd, ``_CHUNK_IMAGES`` images at a time,
-    with torch's current thread settings (they are not changed here).
+    with torch's current thread settings (they are not changed here). Where numba is
+    installed (:func:`pipeline.features.base.kernel_backend`), the directed histograms come
+    from a compiled kernel instead (:func:`_hog_numba`, the GIL released), with the same
+    bytes; float images holding inf or NaN still take :func:`hog_torch`.
     """
     params = HogParams() if params is None else params
     images = np.asarray(images)
@@ -585,12 +605,86 @@ def hog(images: np.ndarray, params: HogParams | None = None) -> np.ndarray:
             f"{images.shape}; drop an alpha channel with images[..., :3]"
         )
     out = np.empty((len(images), *output_shape(params, height, width)), np.float32)
+    if (
+        kernel_backend() == "numba"
+        and (images.dtype == np.uint8 or np.isfinite(images).all())
+        and _kernel_matches_torch()
+    ):
+        _hog_numba(images, params, out)
+        return out
     with torch.no_grad():
         for start in range(0, len(images), _CHUNK_IMAGES):
             # converted chunk by chunk (it stays in cache)
             chunk = torch.from_numpy(_channels_first(images[start : start + _CHUNK_IMAGES]))
             out[start : start + _CHUNK_IMAGES] = hog_torch(chunk, params).numpy()
     return out
+
+
+#: torch 2.13 (``bmm_out_or_baddbmm_``, ATen/native/LinearAlgebra.cpp) multiplies batched
+#: matrices whose ``contraction × rows × columns`` is below this in its own loop, and hands
+#: larger ones to the BLAS.
+_TORCH_SMALL_BMM = 400
+
+
+def _matmul_is_fused(cell: int, columns: int) -> bool:
+    """Whether :func:`hog_torch`'s y-vote ``matmul`` (``(2, cell) @ (cell, columns)``) goes to
+    MKL, which sums with fused multiply-adds, rather than torch's loop of rounded products."""
+    return cell * 2 * columns >= _TORCH_SMALL_BMM
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_matches_torch() -> bool:
+    """Whether the numba kernel gives :func:`hog_torch`'s bytes here (checked once a process).
+
+    The kernel copies the order in which torch and its BLAS sum (``index_add_``, ``matmul``:
+    :mod:`._kernel`), measured with torch 2.13 and MKL on x86. Another torch or BLAS could
+    sum otherwise, and a stored feature must not depend on the backend: two small batches,
+    on both sides of torch's small-``matmul`` rule (:func:`_matmul_is_fused`), are compared
+    bit for bit; on a difference the torch path is used from then on, with a warning.
+    """
+    rng = np.random.default_rng(0)
+    params = HogParams()
+    for shape in ((3, 40, 56, 3), (2, 12, 9, 3)):  # fused: 8 x 2 x 126 >= 400; not: 8 x 2 x 18
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = np.empty((shape[0], *output_shape(params, shape[1], shape[2])), np.float32)
+        _hog_numba(images, params, got)
+        with torch.no_grad():
+            expected = hog_torch(torch.from_numpy(_channels_first(images)), params).numpy()
+        if not np.array_equal(got, expected):
+            warnings.warn(
+                "hog: the numba kernel does not reproduce this torch build's sums bit for bit "
+                f"(torch {torch.__version__}); using the torch path. Set INVERT_KERNELS=numpy "
+                "to silence this",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+    return True
+
+
+def _hog_numba(images: np.ndarray, params: HogParams, out: np.ndarray) -> None:
+    """:func:`hog`'s compiled path, ``_CHUNK_IMAGES`` at a time, into ``out``.
+
+    The directed histograms come from :func:`._kernel.hog_hist` (gradients, bins and votes,
+    with the GIL released); the block normalisation is torch's :func:`_block_normalise`, as
+    in :func:`hog_torch`. Bit-identical to the torch path (``tests/test_hog_backends.py``).
+    Float images holding inf or NaN take the torch path instead (see :func:`hog`).
+    """
+    o, c = params.num_orientations, params.cell_size
+    _, h, w = output_shape(params, images.shape[1], images.shape[2])
+    cos, sin = _orientation_tables(o)
+    cell_x, weight_x = _axis_votes(images.shape[2], c, w)
+    tent = _tent(images.shape[1], c, h)
+    cells = cell_x.astype(np.int64)
+    fused = _matmul_is_fused(c, 2 * o * w)
+    hist = np.empty((min(len(images), _CHUNK_IMAGES), h, 2 * o, w), np.float32)
+    with torch.no_grad():
+        for start in range(0, len(images), _CHUNK_IMAGES):
+            planes = _channels_first(images[start : start + _CHUNK_IMAGES])  # (k, C, H, W)
+            part = hist[: len(planes)]
+            _kernel.hog_hist(planes, cos, sin, cells, weight_x, tent, fused, part)  # (k, h, 2O, w)
+            normalised = _block_normalise(torch.from_numpy(part), o)  # (k, h, 3O + 4, w)
+            out[start : start + _CHUNK_IMAGES] = normalised.permute(0, 2, 1, 3).numpy()
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,9 +5,10 @@ neighbour is strictly brighter than the centre); the 256 codes are quantised to 
 bins are accumulated bilinearly into ``cell_size``-pixel cells, and each cell's histogram is
 square-rooted and L2-normalised. A 256×256 image gives ``(58, 16, 16)``.
 
-:func:`lbp` is ours, vectorised over chunks of the batch (numpy comparisons, OpenCV table
-lookups, one ``torch`` scatter-add of exact integer weights per chunk); :func:`lbp_vlfeat`
-calls VLFeat's C library through ``ctypes`` and is the parity reference.
+:func:`lbp` is ours: compiled numba kernels where numba is installed (``_kernel.py``), else
+vectorised over chunks of the batch (numpy comparisons, OpenCV table lookups, one ``torch``
+scatter-add of exact integer weights per chunk), both giving the same bytes;
+:func:`lbp_vlfeat` calls VLFeat's C library through ``ctypes`` and is the parity reference.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError, ExtractionError
-from pipeline.features.base import Extractor, to_grey
+from pipeline.features.base import Extractor, kernel_backend, to_grey
+from pipeline.features.lbp import _kernel
 
 __all__ = [
     "EXTRACTOR",
@@ -313,6 +315,35 @@ class _Plan:
     weights: tuple[torch.Tensor, ...]  # (M,) int64 words, 0 where a position does not vote
 
 
+@functools.lru_cache(maxsize=16)
+def _fields(cell: int) -> tuple[int, int | None]:
+    """Bit offsets of the packed vote fields of :class:`_Plan` for one cell size.
+
+    Returns
+    -------
+    s : int
+        Bit offset of the ``o_y``-weighted field in F and C.
+    t : int or None
+        Bit offset of C in the one word ``F + 2**t C``; None where that needs more than 63
+        bits (cells above 16 pixels) and F and C are two words.
+    """
+    two_c = 2 * cell
+    # Bit widths from the largest sums: every pixel of a block in one bin (F, C), then two
+    # blocks (the x stage of _cells). o_block: the c values o takes in a block.
+    o_block = 2 * np.arange(cell, dtype=np.int64) + (1 if cell % 2 == 0 else 0)
+    left, right = int((two_c - o_block).sum()), int(o_block.sum())
+    x_lo_max = cell * (left + right)  # x-weights into one cell, c rows of 2c pixels: 2c**3
+    x_hi_max = (left + right) * right  # ... times o_y
+    s = x_lo_max.bit_length()
+    f_max = cell * left + ((left * right) << s)
+    c_max = cell * right + ((right * right) << s)
+    assert (x_lo_max + (x_hi_max << s)).bit_length() <= 63, f"cell {cell} overflows int64"
+    shift = max(f_max, c_max).bit_length()
+    if shift + c_max.bit_length() <= 63:  # one word up to cell 16
+        return s, shift
+    return s, None
+
+
 @functools.lru_cache(maxsize=8)
 def _make_plan(height: int, width: int, cell: int, chunk: int) -> _Plan:
     """The :class:`_Plan` for ``chunk`` images flattened into one row-major array.
@@ -326,25 +357,10 @@ def _make_plan(height: int, width: int, cell: int, chunk: int) -> _Plan:
     bx, ox, vx = _axis_weights(width, cell, w)
     valid = vy[:, None] & vx[None, :]  # (H, W)
     block = np.where(valid, by[:, None] * (w + 1) + bx[None, :], 0)  # (H, W)
-    two_c = 2 * cell
-    # Bit widths from the largest sums: every pixel of a block in one bin (F, C), then two
-    # blocks (the x stage of _cells). o_block: the c values o takes in a block.
-    o_block = 2 * np.arange(cell, dtype=np.int64) + (1 if cell % 2 == 0 else 0)
-    left, right = int((two_c - o_block).sum()), int(o_block.sum())
-    x_lo_max = cell * (left + right)  # x-weights into one cell, c rows of 2c pixels: 2c**3
-    x_hi_max = (left + right) * right  # ... times o_y
-    s = x_lo_max.bit_length()
-    f_max = cell * left + ((left * right) << s)
-    c_max = cell * right + ((right * right) << s)
-    assert (x_lo_max + (x_hi_max << s)).bit_length() <= 63, f"cell {cell} overflows int64"
-    f_word = (two_c - ox)[None, :] * (1 + (oy[:, None] << s))  # (H, W)
+    s, t = _fields(cell)
+    f_word = (2 * cell - ox)[None, :] * (1 + (oy[:, None] << s))  # (H, W)
     c_word = ox[None, :] * (1 + (oy[:, None] << s))  # (H, W)
-    shift = max(f_max, c_max).bit_length()
-    t: int | None = shift
-    if shift + c_max.bit_length() <= 63:  # one word up to cell 16
-        words = [f_word + (c_word << shift)]
-    else:
-        words, t = [f_word, c_word], None
+    words = [f_word, c_word] if t is None else [f_word + (c_word << t)]
     n_blocks = (h + 1) * (w + 1)
     lo, hi = width + 1, chunk * height * width - width - 1
     images = np.arange(chunk, dtype=np.int64)[:, None, None]
@@ -472,8 +488,11 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
     only into cells that exist, and edge cells are not renormalised; a tie (neighbour ==
     centre) gives bit 0, and so does NaN.
 
-    Work runs on the calling thread and on torch's and OpenCV's own thread pools, whose
-    settings are left alone. Images are processed ``_CHUNK_PIXELS`` at a time.
+    Two backends give the same bytes (:func:`pipeline.features.base.kernel_backend`): where
+    numba is installed, compiled kernels (:mod:`._kernel`) on the calling thread, one image
+    at a time with the GIL released; elsewhere (or with ``INVERT_KERNELS=numpy``) whole-chunk
+    numpy passes, ``_CHUNK_PIXELS`` at a time, on the calling thread and on torch's and
+    OpenCV's own thread pools. Thread settings are left alone.
 
     References
     ----------
@@ -496,8 +515,26 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
     if n == 0:
         to_grey(images)  # the dtype and channel checks
         return out
+    if kernel_backend() == "numba":
+        _lbp_numba(images, params.cell_size, out)
+    else:
+        _lbp_numpy(images, params.cell_size, out)
+    return out
+
+
+def _lbp_numpy(images: np.ndarray, cell: int, out: np.ndarray) -> None:
+    """:func:`lbp`'s numpy path: chunks of the batch as whole-array passes, into ``out``.
+
+    Parameters
+    ----------
+    images : (N, H, W[, C]) ndarray, N >= 1
+    cell : int
+    out : (N, 58, h, w) ndarray of float32
+        Written.
+    """
+    n, height, width = images.shape[:3]
     chunk = max(1, min(n, _CHUNK_PIXELS // (height * width)))
-    plan = _make_plan(height, width, params.cell_size, chunk)
+    plan = _make_plan(height, width, cell, chunk)
     offsets = uniform_lbp_table().astype(np.int32) * np.int32(plan.n_blocks)  # code -> bin slot
     planes = np.zeros((8, -(-chunk * height * width // 8) * 8), dtype=np.bool_)
     index = np.empty(plan.index.shape, dtype=np.int64)
@@ -514,8 +551,75 @@ def lbp(images: np.ndarray, params: LbpParams | None = None) -> np.ndarray:
             buffer[:size].zero_().scatter_add_(0, torch.from_numpy(index[:m]), weights[:m]).numpy()
             for buffer, weights in zip(scratch, plan.weights)
         ]  # (k * 58 * n_blocks,) per word: index = (58 image + bin) n_blocks + block
-        out[start : start + k] = _normalise(_cells(sums, plan, k), params.cell_size)
-    return out
+        out[start : start + k] = _normalise(_cells(sums, plan, k), cell)
+
+
+@dataclass(frozen=True)
+class _KernelTables:
+    """The per-row and per-column tables of the compiled kernels (:mod:`._kernel`).
+
+    The same integers as :class:`_Plan`, factored: the vote of pixel (y, x) is
+    ``y_factor[y] * x_words[:, x]`` into slot ``bin_offset[code] + y_block[y] + x_block[x]``
+    of its image's sums.
+    """
+
+    rows: np.ndarray  # (2,) int64: [first, stop) of the voting rows
+    cols: np.ndarray  # (2,) int64: [first, stop) of the voting columns
+    bin_offset: np.ndarray  # (256,) int64: n_blocks * bin of each code
+    y_block: np.ndarray  # (H,) int64: (w + 1) * block row
+    y_factor: np.ndarray  # (H,) int64: 1 + (o_y << s)
+    x_block: np.ndarray  # (W,) int64: block column
+    x_words: np.ndarray  # (n_words, W) int64: F + (C << t), or F and C
+    s: int
+    t: int  # -1: two words
+
+
+@functools.lru_cache(maxsize=8)
+def _kernel_tables(height: int, width: int, cell: int) -> _KernelTables:
+    """The :class:`_KernelTables` of one image size and cell size (cached)."""
+    _, h, w = output_shape(LbpParams(cell), height, width)
+    by, oy, vy = _axis_weights(height, cell, h)
+    bx, ox, vx = _axis_weights(width, cell, w)
+    s, t = _fields(cell)
+
+    def span(valid: np.ndarray) -> np.ndarray:  # the voting pixels are one run: first < cells
+        where = np.flatnonzero(valid)
+        return np.array([where[0], where[-1] + 1] if where.size else [1, 1], dtype=np.int64)
+
+    f_word, c_word = 2 * cell - ox, ox
+    words = [f_word, c_word] if t is None else [f_word + (c_word << t)]
+    n_blocks = (h + 1) * (w + 1)
+    return _KernelTables(
+        rows=_read_only(span(vy)),
+        cols=_read_only(span(vx)),
+        bin_offset=_read_only(uniform_lbp_table().astype(np.int64) * n_blocks),
+        y_block=_read_only(by * (w + 1)),
+        y_factor=_read_only(1 + (oy << s)),
+        x_block=_read_only(bx),
+        x_words=_read_only(np.stack(words)),
+        s=s,
+        t=-1 if t is None else t,
+    )
+
+
+def _lbp_numba(images: np.ndarray, cell: int, out: np.ndarray) -> None:
+    """:func:`lbp`'s compiled path (:mod:`._kernel`), one image at a time, into ``out``.
+
+    uint8 RGB goes to grey inside the kernel; other input through :func:`_grey` first, one
+    chunk of ``_CHUNK_PIXELS`` at a time.
+    """
+    n, height, width = images.shape[:3]
+    k = _kernel_tables(height, width, cell)
+    eps = np.float32(2 * cell * 1e-10)  # as _normalise adds it
+    tables = (k.rows, k.cols, k.bin_offset, k.y_block, k.y_factor, k.x_block, k.x_words)
+    if images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3:
+        rgb = np.ascontiguousarray(images)
+        _kernel.lbp_rgb(rgb, _grey_tables(), *tables, cell, k.s, k.t, eps, out)
+        return
+    chunk = max(1, min(n, _CHUNK_PIXELS // (height * width)))
+    for start in range(0, n, chunk):
+        grey = _grey(images[start : start + chunk]).reshape(-1, height, width)
+        _kernel.lbp_grey(grey, *tables, cell, k.s, k.t, eps, out[start : start + chunk])
 
 
 # --------------------------------------------------------------------------------------------
