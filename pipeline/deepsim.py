@@ -181,7 +181,7 @@ class DeepSimParams:
         if self.comparator_layer is not None and self.comparator_layer not in alexnet.LAYERS:
             raise ConfigError(
                 f"unknown comparator_layer {self.comparator_layer!r}; use one of "
-                f"{alexnet.LAYERS} (conv5 in [1])"
+                f"{alexnet.LAYERS} (conv5 in DeePSiM, NIPS 2016)"
             )
         if self.loss == "deepsim" and self.lambda_feat > 0 and self.comparator_layer is None:
             raise ConfigError(
@@ -189,7 +189,9 @@ class DeepSimParams:
                 "comparator_layer (e.g. conv5) or lambda_feat: 0"
             )
         if not 0 < self.pause_ratio < 1:
-            raise ConfigError(f"pause_ratio must be in (0, 1) (0.1 in [1]), got {self.pause_ratio}")
+            raise ConfigError(
+                f"pause_ratio must be in (0, 1) (0.1 in DeePSiM, NIPS 2016), got {self.pause_ratio}"
+            )
         if not (math.isfinite(self.disc_lr) and self.disc_lr > 0):
             raise ConfigError(f"disc_lr must be a learning rate > 0, got {self.disc_lr}")
         if len(self.disc_betas) != 2 or not all(0 <= b < 1 for b in self.disc_betas):
@@ -507,7 +509,9 @@ class Alternation:
 
     def __post_init__(self) -> None:
         if not 0 < self.ratio < 1:
-            raise ConfigError(f"pause ratio must be in (0, 1) (0.1 in [1]), got {self.ratio}")
+            raise ConfigError(
+                f"pause ratio must be in (0, 1) (0.1 in DeePSiM, NIPS 2016), got {self.ratio}"
+            )
 
     def decision(self) -> Decision:
         """What to update on the coming step, from the last observed losses."""

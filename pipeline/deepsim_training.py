@@ -390,7 +390,7 @@ def build_adversary(
         if alexnet.is_random_weights(comparator_params.weights):
             log.warning(
                 "the DeePSiM comparator is a random AlexNet (extract.alexnet.weights %s): "
-                "the feature loss is not [1]'s",
+                "the feature loss is not DeePSiM's (NIPS 2016: a trained AlexNet)",
                 comparator_params.weights,
             )
         net = alexnet.build(comparator_params.arch, weights=comparator_params.weights)

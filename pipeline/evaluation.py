@@ -309,6 +309,11 @@ class Decoded:
         return str(self.config["params"]["mode"])
 
     @property
+    def loss(self) -> str:
+        """``pixel`` (the paper) or ``deepsim``: the decoder's training loss."""
+        return str(self.config["params"].get("loss", "pixel"))
+
+    @property
     def random_weights(self) -> bool:
         return bool(self.config.get("random_weights"))
 
@@ -513,6 +518,7 @@ def _scores(
     return {
         "target": inv.target,
         "mode": inv.mode,
+        **({"loss": inv.loss} if inv.loss != "pixel" else {}),  # pixel files as before
         **error_metrics(tgt, rec),
         "mean_image": normalised_error(tgt, mean),
         "nearest_neighbour": normalised_error(tgt, nearest),
@@ -695,7 +701,8 @@ def evaluate(
         metrics=metrics,
         metrics_path=metrics_path,
     )
-    log.info("%s (%s): normalised error %.3f", inv.target, inv.mode, metrics["normalised_error"])
+    how = inv.mode if inv.loss == "pixel" else f"{inv.mode}, {inv.loss} loss"
+    log.info("%s (%s): normalised error %.3f", inv.target, how, metrics["normalised_error"])
     if photos is not None:
         scored = _score_batch(inv, photo_feats, photo_x, mean_image, nearest[1], params)
         if photos.metrics_path is not None:

@@ -581,8 +581,9 @@ def fig9_deepsim(src: FigureInputs, p: FigureParams, out: Path, note: str) -> Ma
     labels = [f"{m} {i + 1}" for m in ("Original", "Pixel loss", "DeePSiM") for i in range(k)]
     cap = (
         "Beyond the paper: decoders of the same features trained with the pixel loss (the "
-        "paper's) and with DeePSiM's pixel + feature + adversarial loss (Dosovitskiy & Brox, "
-        "NIPS 2016), on the same test images. Normalised error rewards blur; SSIM and the "
+        "paper's), and the same decoders fine-tuned with DeePSiM's pixel + feature + "
+        "adversarial loss (Dosovitskiy & Brox, NIPS 2016; train_deepsim stages), on the same "
+        "test images. Normalised error rewards blur; SSIM and the "
         "high-frequency power ratio (reconstruction over original; 1 is the original's "
         f"detail, 0 a flat image) measure sharpness. {'. '.join(scores)}. {note}"
     )

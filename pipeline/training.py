@@ -366,7 +366,12 @@ def _run_config(
         "features_fingerprint": None if store is None else store.fingerprint,
     }
     if params.loss == "deepsim":
-        config["deepsim"] = deepsim_training.run_record(params.deepsim, comparator_params)
+        record = deepsim_training.run_record(params.deepsim, comparator_params)
+        config["deepsim"] = record
+        # a random comparator shaped the weights too: said where every reader looks
+        comparator = record["comparator"]
+        if comparator is not None and comparator["random_weights"]:
+            config["random_weights"] = True
     return config
 
 

@@ -124,6 +124,27 @@ def test_deepsim_fine_tunes_the_pixel_decoder(pixel_run: Path, image_store: Path
     a = torch.load(pixel, weights_only=True)["model"]
     b = torch.load(root / "models" / "ds_hog" / "model.pt", weights_only=True)["model"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    # HOG has no network, but the random comparator shaped these weights: said on top
+    assert config["random_weights"] is True
+    assert (
+        json.loads((root / "models" / "hog" / "config.json").read_text())["random_weights"] is False
+    )
+    # its evaluation says which loss made the decoder; the pixel one's has no such key
+    for name in ("hog", "ds_hog"):
+        r = CliRunner().invoke(
+            main,
+            [
+                "evaluate", str(root / "models" / name / "model.pt"),
+                "--images", str(image_store), "--features", str(root / "hog.zarr"),
+                "--out", str(root / f"rec_{name}.zarr"), "--metrics", str(root / f"{name}.json"),
+                "--params", str(root / "params.yaml"),
+            ],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+    ds = json.loads((root / "ds_hog.json").read_text())
+    px = json.loads((root / "hog.json").read_text())
+    assert ds["loss"] == "deepsim" and ds["random_weights"] is True
+    assert "loss" not in px and px["random_weights"] is False
 
 
 def test_init_from_refuses_another_decoder(pixel_run: Path, image_store: Path) -> None:
