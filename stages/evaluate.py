@@ -73,8 +73,9 @@ def evaluate(
         params=params,
         photos=loaded,
     )
+    how = m["mode"] if "loss" not in m else f"{m['mode']}, {m['loss']} loss"
     click.echo(
-        f"{m['target']} ({m['mode']}): normalised error {m['normalised_error']:.3f}, "
+        f"{m['target']} ({how}): normalised error {m['normalised_error']:.3f}, "
         f"SSIM {m['ssim']:.3f}, PSNR {m['psnr']:.1f} dB on {m['images']} test images"
     )
     echo_sharpness(m)

@@ -7,6 +7,7 @@ import click
 from pipeline import features
 from pipeline.errors import ConfigError
 from pipeline.extract import extract_stores, parse_extract_section
+from pipeline.features.base import kernel_backend
 from stages.common import (
     apply_runner_flags,
     device_option,
@@ -50,9 +51,11 @@ def extract(
     `runner`, and the feature's subsection (`hog`, `sift`, `lbp`, `alexnet`) with the
     extractor's parameters (paper defaults where absent). Writes OUT with arrays features
     (N, C, h, w) or (N, C), valid, ids, labels, split; per-image failures are listed in its
-    attrs.
+    attrs. HOG and LBP run numba kernels where numba imports; the environment variable
+    INVERT_KERNELS (auto | numba | numpy) forces one side (the same bytes either way).
     """
     section = read_section(params_file, "extract")
+    kernel_backend()  # a bad INVERT_KERNELS fails here, before any image is read
     names: list[str] = []
     for f in feature:
         if f in features.FAMILIES:

@@ -93,6 +93,14 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1 and "no store at" in r.output
     assert "invert prepare --source sample --out" in r.output  # the command that makes it
+    # a bad INVERT_KERNELS is refused once, before the store is even opened
+    r = runner.invoke(
+        main,
+        ["extract", "lbp", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        env={"INVERT_KERNELS": "bogus"},
+    )
+    assert r.exit_code == 1 and r.output.count("INVERT_KERNELS must be one of") == 1
+    assert "no store at" not in r.output and not (tmp_path / "o").exists()
 
 
 def as_plain(value: object) -> object:
