@@ -160,6 +160,22 @@ def as_dict(params: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in dataclasses.asdict(params).items()}
 
 
+#: libyaml's parser where PyYAML was built with it: ~10x faster than the pure-Python one
+#: (25 ms of every command's start on params.yaml), the same safe subset of YAML.
+_SAFE_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, through libyaml when PyYAML has it.
+
+    Raises
+    ------
+    yaml.YAMLError
+        As ``yaml.safe_load``.
+    """
+    return yaml.load(text, Loader=_SAFE_LOADER)  # a safe loader
+
+
 def load_section(path: str | Path | None, section: str) -> Mapping[str, Any] | None:
     """Read one dotted section (``"extract"``, ``"extract.hog"``) of a params file.
 
@@ -181,7 +197,7 @@ def load_section(path: str | Path | None, section: str) -> Mapping[str, Any] | N
     if not path.exists():
         raise ConfigError(f"params file {str(path)!r} does not exist; pass --params PATH")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"params file {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(data, Mapping):

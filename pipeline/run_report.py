@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from pipeline import figures
+from pipeline.config import parse_yaml
 from pipeline.evaluation import PAPER_ERRORS
 from pipeline.paper import ALEXNET, CAPTIONS, SAME_IMAGES, SHALLOW, parse_template
 from pipeline.report import undertrained
@@ -293,7 +293,7 @@ def run_provenance(
             "random_weights": p.get("random_weights"),
         }
     if Path(params_file).is_file():
-        prov["params"] = yaml.safe_load(Path(params_file).read_text())
+        prov["params"] = parse_yaml(Path(params_file).read_text())
     return prov
 
 
