@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ExtractionError
+from pipeline.features.base import kernel_backend
+from pipeline.features.sift import _kernel
 
 if TYPE_CHECKING:
     from pipeline.features.sift import SiftParams
@@ -130,7 +132,9 @@ def _scale_space(image: np.ndarray, params: SiftParams) -> list[_Octave]:
 _SQUARE = np.ones((3, 3), dtype=np.uint8)
 
 
-def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
+def _extrema(
+    dog: np.ndarray, peak_threshold: float, compiled: bool = False
+) -> tuple[np.ndarray, ...]:
     """Strict 3x3x3 extrema of a DoG octave (``vl_sift_detect``).
 
     Parameters
@@ -139,12 +143,17 @@ def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
     peak_threshold : float
         VLFeat pre-filters with ``|v| >= 0.8 * peak_threshold``; the final test is in
         :func:`_refine`.
+    compiled : bool
+        Run :func:`._kernel.extrema` (finite ``dog`` only) instead of the numpy code.
 
     Returns
     -------
     level, y, x : (K,) ndarrays of int64
         DoG level index (1 .. S) and interior pixel of every extremum.
     """
+    threshold = np.float32(0.8 * peak_threshold)
+    if compiled:
+        return _kernel.extrema(dog, threshold)
     _, h, w = dog.shape
     inner = (slice(None), slice(1, h - 1), slice(1, w - 1))
     # 3x3 maxima / minima of every level (centre included), interior pixels only.
@@ -154,7 +163,6 @@ def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
         cv2.erode(dog[i], _SQUARE, dst=ero[i])
     dil, ero = dil[inner], ero[inner]  # (S + 2, h - 2, w - 2)
     v = dog[1:-1, 1:-1, 1:-1]  # (S, h - 2, w - 2)
-    threshold = np.float32(0.8 * peak_threshold)
     # Loose test: >= every same-level neighbour, > every neighbour on the levels around.
     up = (v >= dil[1:-1]) & (v > np.maximum(dil[:-2], dil[2:])) & (v >= threshold)
     down = (v <= ero[1:-1]) & (v < np.minimum(ero[:-2], ero[2:])) & (v <= -threshold)
@@ -400,6 +408,7 @@ def _orientations(
     x: np.ndarray,
     y: np.ndarray,
     sigma: np.ndarray,
+    compiled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Orientations of keypoints (``vl_sift_calc_keypoint_orientations``), all at once.
 
@@ -410,6 +419,9 @@ def _orientations(
         Octave position and DoG level index (= GSS level index of VLFeat's ``is``).
     x, y, sigma : (K,) ndarray of float64
         Position and scale in the pixels of the keypoint's octave.
+    compiled : bool
+        Accumulate the histograms with :func:`._kernel.orientation_histograms` (finite
+        levels below ``_kernel.MAX_ABS`` only) instead of the numpy code, with the same bits.
 
     Returns
     -------
@@ -444,6 +456,52 @@ def _orientations(
     table = _expn_table().astype(np.float32)
     slope = np.diff(table, append=table[-1:])
     n = len(x)
+    if compiled:
+        hist = np.empty((n, _ORI_BINS))  # (K, 36) float64
+        _kernel.orientation_histograms(
+            level_all, start, h, w, xi, yi, fx, fy, expn_scale, radius, table, slope, hist
+        )
+    else:
+        hist = _orientation_votes_numpy(
+            level_all, start, h, w, xi, yi, fx, fy, expn_scale, radius, table, slope
+        )
+    for _ in range(_ORI_SMOOTHING_PASSES):
+        hist = (np.roll(hist, 1, axis=1) + hist + np.roll(hist, -1, axis=1)) / 3.0
+
+    before, after = np.roll(hist, 1, axis=1), np.roll(hist, -1, axis=1)
+    peak = (
+        (hist > _ORI_PEAK_RATIO * hist.max(axis=1, keepdims=True))
+        & (hist > before)
+        & (hist > after)
+    )
+    peak &= np.cumsum(peak, axis=1) <= _ORI_MAX_ANGLES  # the first 4 in bin order
+    which, b = np.nonzero(peak)
+    h0, hm, hp = hist[which, b], before[which, b], after[which, b]
+    shift = -0.5 * (hp - hm) / (hp + hm - 2 * h0)  # quadratic fit; h0 is a strict peak
+    angle = 2 * np.pi * (b + shift + 0.5) / _ORI_BINS
+    return which, np.mod(angle, 2 * np.pi)
+
+
+def _orientation_votes_numpy(
+    level_all: np.ndarray,
+    start: np.ndarray,
+    h: np.ndarray,
+    w: np.ndarray,
+    xi: np.ndarray,
+    yi: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    expn_scale: np.ndarray,
+    radius: np.ndarray,
+    table: np.ndarray,
+    slope: np.ndarray,
+) -> np.ndarray:
+    """The orientation histograms of :func:`_orientations` before smoothing, numpy's way.
+
+    Arguments as :func:`._kernel.orientation_histograms`; returns its ``(K, 36)`` float64
+    ``hist``. One vectorised pass per window radius over ``(k, 2r + 1, 2r + 1)`` arrays.
+    """
+    n = len(xi)
     flat_hist = np.zeros(n * _ORI_BINS)  # (K * 36,) float64, keypoint by keypoint
     hist_t = torch.from_numpy(flat_hist)  # the same memory
     for r in np.unique(radius).tolist():  # one vectorised pass per window size
@@ -485,22 +543,7 @@ def _orientations(
                 torch.from_numpy((row + which_bin).ravel()),
                 torch.from_numpy(vote.ravel().astype(np.float64)),
             )
-    hist = flat_hist.reshape(n, _ORI_BINS)
-    for _ in range(_ORI_SMOOTHING_PASSES):
-        hist = (np.roll(hist, 1, axis=1) + hist + np.roll(hist, -1, axis=1)) / 3.0
-
-    before, after = np.roll(hist, 1, axis=1), np.roll(hist, -1, axis=1)
-    peak = (
-        (hist > _ORI_PEAK_RATIO * hist.max(axis=1, keepdims=True))
-        & (hist > before)
-        & (hist > after)
-    )
-    peak &= np.cumsum(peak, axis=1) <= _ORI_MAX_ANGLES  # the first 4 in bin order
-    which, b = np.nonzero(peak)
-    h0, hm, hp = hist[which, b], before[which, b], after[which, b]
-    shift = -0.5 * (hp - hm) / (hp + hm - 2 * h0)  # quadratic fit; h0 is a strict peak
-    angle = 2 * np.pi * (b + shift + 0.5) / _ORI_BINS
-    return which, np.mod(angle, 2 * np.pi)
+    return flat_hist.reshape(n, _ORI_BINS)
 
 
 # OpenCV's descriptor counts orientation bins the other way round than VLFeat's:
@@ -588,6 +631,13 @@ def keypoints_opencv_batch(
     """
     levels = params.levels_per_octave
     empty = (np.zeros((0, 4), dtype=np.float32), np.zeros((0, DESCRIPTOR_SIZE), np.float32))
+    # The compiled kernels where numba is installed, on images where they give the numpy
+    # path's bits (:mod:`._kernel`: finite values, none above MAX_ABS; NaN fails the test).
+    compiled = (
+        kernel_backend() == "numba"
+        and images.size > 0
+        and bool(np.abs(images).max() <= _kernel.MAX_ABS)
+    )
     octaves: list[_Octave] = []
     dogs, found, owner = [], [], []
     for i, image in enumerate(images):
@@ -595,13 +645,13 @@ def keypoints_opencv_batch(
             dog = octave.gss[1:] - octave.gss[:-1]  # (S + 2, h, w): levels s = -1 .. S
             octaves.append(octave)
             dogs.append(dog)
-            found.append(_extrema(dog, params.peak_threshold))
+            found.append(_extrema(dog, params.peak_threshold, compiled))
             owner.append(i)
     if sum(len(f[0]) for f in found) == 0:
         return [empty for _ in images]
     oct_id, lvl, x, y, s = _refine(dogs, found, params)
     sigma = _SIGMA_BASE * 2.0 ** ((s + 1) / levels)  # sigma0 2^(s/S), octave pixels
-    which, angle = _orientations(octaves, oct_id, lvl, x, y, sigma)
+    which, angle = _orientations(octaves, oct_id, lvl, x, y, sigma, compiled)
     index = np.array([oc.index for oc in octaves], dtype=np.int64)[oct_id[which]]
     scale = 2.0 ** index.astype(np.float64)
     frames = np.stack(
