@@ -40,7 +40,7 @@ import numpy as np
 
 from pipeline.features.base import compiled
 
-__all__ = ["MAX_ABS", "extrema", "orientation_histograms"]
+__all__ = ["MAX_ABS", "extrema", "orientation_histograms", "refine"]
 
 #: The kernels run on images whose values lie in [-MAX_ABS, MAX_ABS]: their smoothed levels
 #: do too, a central difference is at most 2 MAX_ABS and the squared gradient magnitude at
@@ -260,3 +260,130 @@ def extrema(dog: np.ndarray, threshold: np.float32) -> tuple[np.ndarray, np.ndar
                     out[0, count], out[1, count], out[2, count] = s, y, x
                     count += 1
     return out[0, :count].copy(), out[1, :count].copy(), out[2, :count].copy()
+
+
+_MAX_REFINE_STEPS = 5  # detector._MAX_REFINE_STEPS
+_REFINE_MOVE = 0.6  # detector._REFINE_MOVE
+_SINGULAR_PIVOT = 1e-10  # detector._SINGULAR_PIVOT
+
+
+@compiled
+def refine(
+    flat: np.ndarray,
+    base: np.ndarray,
+    height: np.ndarray,
+    width: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    grad: np.ndarray,
+    hess: np.ndarray,
+    offset: np.ndarray,
+    value: np.ndarray,
+) -> None:
+    """The quadratic fits and moves of ``detector._refine``, keypoint by keypoint.
+
+    Parameters
+    ----------
+    flat : (P,) ndarray of float32
+        The DoG octaves, each ``(S + 2, h, w)`` row-major, concatenated.
+    base : (K,) ndarray of int64
+        Offset in ``flat`` of each keypoint's DoG level.
+    height, width : (K,) ndarray of int64
+        The size of its octave.
+    x, y : (K,) ndarray of int64
+        Its interior pixel; moved in place as the numpy path moves it.
+    grad, hess, offset : (K, 3), (K, 3, 3), (K, 3) ndarrays of float64
+        Written: gradient, Hessian (in x, y, s) and the fit's offset at the last position.
+    value : (K,) ndarray of float64
+        Written: the DoG value there.
+
+    Notes
+    -----
+    The same float64 operations as the numpy path, in its order: the finite differences as
+    written there, then ``detector._solve3``'s elimination (partial pivoting with the first
+    of equal pivots, as ``np.argmax``; rows divided by the pivot; an offset of 0 below the
+    1e-10 pivot), then the moves. The peak and edge tests stay in numpy.
+    """
+    a = np.empty((3, 3))
+    b = np.empty(3)
+    row = np.empty(3)
+    for k in range(len(x)):
+        xk, yk, w = x[k], y[k], width[k]
+        ss = height[k] * w
+        for step in range(_MAX_REFINE_STEPS):
+            c = base[k] + yk * w + xk
+            v = np.float64(flat[_U(c)])
+            xp, xm = np.float64(flat[_U(c + 1)]), np.float64(flat[_U(c - 1)])
+            yp, ym = np.float64(flat[_U(c + w)]), np.float64(flat[_U(c - w)])
+            sp, sm = np.float64(flat[_U(c + ss)]), np.float64(flat[_U(c - ss)])
+            g0, g1, g2 = 0.5 * (xp - xm), 0.5 * (yp - ym), 0.5 * (sp - sm)
+            dxx, dyy, dss = xp + xm - 2 * v, yp + ym - 2 * v, sp + sm - 2 * v
+            dxy = 0.25 * (
+                np.float64(flat[_U(c + 1 + w)])
+                + np.float64(flat[_U(c - 1 - w)])
+                - np.float64(flat[_U(c - 1 + w)])
+                - np.float64(flat[_U(c + 1 - w)])
+            )
+            dxs = 0.25 * (
+                np.float64(flat[_U(c + 1 + ss)])
+                + np.float64(flat[_U(c - 1 - ss)])
+                - np.float64(flat[_U(c - 1 + ss)])
+                - np.float64(flat[_U(c + 1 - ss)])
+            )
+            dys = 0.25 * (
+                np.float64(flat[_U(c + w + ss)])
+                + np.float64(flat[_U(c - w - ss)])
+                - np.float64(flat[_U(c - w + ss)])
+                - np.float64(flat[_U(c + w - ss)])
+            )
+            h = hess[k]
+            h[0, 0], h[0, 1], h[0, 2] = dxx, dxy, dxs
+            h[1, 0], h[1, 1], h[1, 2] = dxy, dyy, dys
+            h[2, 0], h[2, 1], h[2, 2] = dxs, dys, dss
+            grad[k, 0], grad[k, 1], grad[k, 2] = g0, g1, g2
+            value[k] = v
+            # detector._solve3 of (h, -g)
+            a[:, :] = h
+            b[0], b[1], b[2] = -g0, -g1, -g2
+            ok = True
+            for j in range(3):
+                piv, best = j, np.abs(a[j, j])
+                for i in range(j + 1, 3):
+                    if np.abs(a[i, j]) > best:
+                        piv, best = i, np.abs(a[i, j])
+                pivot = a[piv, j]
+                if not np.abs(pivot) >= _SINGULAR_PIVOT:
+                    ok = False
+                    break
+                row[:] = a[piv]
+                a[piv] = a[j]
+                for col in range(3):
+                    a[j, col] = row[col] / pivot
+                b_p = b[piv]
+                b[piv] = b[j]
+                b[j] = b_p / pivot
+                for i in range(j + 1, 3):
+                    factor = a[i, j]
+                    for col in range(3):
+                        a[i, col] -= factor * a[j, col]
+                    b[i] -= factor * b[j]
+            if ok:
+                for i in (2, 1):
+                    for r in range(i):
+                        b[r] -= b[i] * a[r, i]
+            else:
+                b[:] = 0.0
+            offset[k, 0], offset[k, 1], offset[k, 2] = b[0], b[1], b[2]
+            # move by one pixel along an axis whose offset exceeds 0.6, staying inside
+            mx = (1 if b[0] > _REFINE_MOVE and xk < w - 2 else 0) - (
+                1 if b[0] < -_REFINE_MOVE and xk > 1 else 0
+            )
+            my = (1 if b[1] > _REFINE_MOVE and yk < height[k] - 2 else 0) - (
+                1 if b[1] < -_REFINE_MOVE and yk > 1 else 0
+            )
+            if mx == 0 and my == 0:
+                break
+            if step < _MAX_REFINE_STEPS - 1:  # VLFeat's last move is never evaluated
+                xk += mx
+                yk += my
+        x[k], y[k] = xk, yk

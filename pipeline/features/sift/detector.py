@@ -216,43 +216,24 @@ def _solve3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b
 
 
-def _refine(
-    dogs: list[np.ndarray],
-    found: list[tuple[np.ndarray, ...]],
-    params: SiftParams,
-) -> tuple[np.ndarray, ...]:
-    """Quadratic refinement and the peak / edge tests of ``vl_sift_detect``, all octaves at once.
+def _refine_numpy(
+    flat: np.ndarray,
+    base: np.ndarray,
+    h: np.ndarray,
+    w: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    grad: np.ndarray,
+    hess: np.ndarray,
+    offset: np.ndarray,
+    value: np.ndarray,
+) -> None:
+    """The quadratic fits and moves of :func:`_refine`, numpy's way, in place.
 
-    Parameters
-    ----------
-    dogs : list of (S + 2, h_o, w_o) ndarray of float32
-        The DoG of each octave.
-    found : list of (level, y, x) int arrays
-        :func:`_extrema` of each octave.
-
-    Returns
-    -------
-    octave, level, x, y, s : (K,) ndarrays
-        Octave position in ``dogs``, integer DoG level the keypoint was found at, and the
-        refined position ``(x, y)`` (octave pixels) and level ``s`` (fractional, VLFeat's
-        ``s`` index: DoG level - 1) of every keypoint that passes.
+    Arguments as :func:`._kernel.refine`. All the keypoints still moving at once, up to
+    VLFeat's 5 fits each; the DoG values are taken to float64 (exactly) as they are read.
     """
-    levels = params.levels_per_octave
-    flat = np.concatenate([d.ravel() for d in dogs]).astype(np.float64)
-    starts = np.cumsum([0] + [d.size for d in dogs[:-1]])
-    oct_id = np.concatenate([np.full(len(f[0]), i) for i, f in enumerate(found)]).astype(np.int64)
-    lvl = np.concatenate([f[0] for f in found])
-    y = np.concatenate([f[1] for f in found])
-    x = np.concatenate([f[2] for f in found])
-    h = np.array([d.shape[1] for d in dogs], dtype=np.int64)[oct_id]
-    w = np.array([d.shape[2] for d in dogs], dtype=np.int64)[oct_id]
-    base = starts[oct_id] + lvl * h * w  # offset of each keypoint's DoG level
-    n = len(x)
-    grad = np.zeros((n, 3))
-    hess = np.zeros((n, 3, 3))
-    offset = np.zeros((n, 3))
-    value = np.zeros(n)
-    active = np.arange(n)
+    active = np.arange(len(x))
     for step in range(_MAX_REFINE_STEPS):
         xa, ya, wa, ha = x[active], y[active], w[active], h[active]
         centre = base[active] + ya * wa + xa
@@ -266,7 +247,7 @@ def _refine(
             wa: np.ndarray = wa,
             ss: np.ndarray = sstride,
         ) -> np.ndarray:
-            return flat[c + dx + dy * wa + ds * ss]
+            return flat[c + dx + dy * wa + ds * ss].astype(np.float64)  # exact
 
         v = at(0, 0, 0)
         g = np.stack(
@@ -307,6 +288,53 @@ def _refine(
         active = active[moving]
         if len(active) == 0:
             break
+
+
+def _refine(
+    flat: np.ndarray,
+    dogs: list[np.ndarray],
+    found: list[tuple[np.ndarray, ...]],
+    params: SiftParams,
+    compiled: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Quadratic refinement and the peak / edge tests of ``vl_sift_detect``, all octaves at once.
+
+    Parameters
+    ----------
+    flat : (P,) ndarray of float32
+        The DoG of every octave, concatenated.
+    dogs : list of (S + 2, h_o, w_o) ndarray of float32
+        The DoG of each octave: consecutive views of ``flat``, from its start.
+    found : list of (level, y, x) int arrays
+        :func:`_extrema` of each octave.
+    compiled : bool
+        Fit and move with :func:`._kernel.refine` instead of the numpy code (the same bits).
+
+    Returns
+    -------
+    octave, level, x, y, s : (K,) ndarrays
+        Octave position in ``dogs``, integer DoG level the keypoint was found at, and the
+        refined position ``(x, y)`` (octave pixels) and level ``s`` (fractional, VLFeat's
+        ``s`` index: DoG level - 1) of every keypoint that passes.
+    """
+    levels = params.levels_per_octave
+    starts = np.cumsum([0] + [d.size for d in dogs[:-1]])
+    oct_id = np.concatenate([np.full(len(f[0]), i) for i, f in enumerate(found)]).astype(np.int64)
+    lvl = np.concatenate([f[0] for f in found])
+    y = np.concatenate([f[1] for f in found])
+    x = np.concatenate([f[2] for f in found])
+    h = np.array([d.shape[1] for d in dogs], dtype=np.int64)[oct_id]
+    w = np.array([d.shape[2] for d in dogs], dtype=np.int64)[oct_id]
+    base = starts[oct_id] + lvl * h * w  # offset of each keypoint's DoG level
+    n = len(x)
+    grad = np.zeros((n, 3))
+    hess = np.zeros((n, 3, 3))
+    offset = np.zeros((n, 3))
+    value = np.zeros(n)
+    if compiled:
+        _kernel.refine(flat, base, h, w, x, y, grad, hess, offset, value)
+    else:
+        _refine_numpy(flat, base, h, w, x, y, grad, hess, offset, value)
 
     peak = value + 0.5 * np.einsum("ki,ki->k", grad, offset)
     dxx, dyy, dxy = hess[:, 0, 0], hess[:, 1, 1], hess[:, 0, 1]
@@ -631,6 +659,8 @@ def keypoints_opencv_batch(
     """
     levels = params.levels_per_octave
     empty = (np.zeros((0, 4), dtype=np.float32), np.zeros((0, DESCRIPTOR_SIZE), np.float32))
+    if len(images) == 0:
+        return []
     # The compiled kernels where numba is installed, on images where they give the numpy
     # path's bits (:mod:`._kernel`: finite values, none above MAX_ABS; NaN fails the test).
     compiled = (
@@ -640,16 +670,27 @@ def keypoints_opencv_batch(
     )
     octaves: list[_Octave] = []
     dogs, found, owner = [], [], []
+    first = _scale_space(images[0], params)
+    # The DoG of every octave of every image, in one buffer (the images have one shape).
+    flat = np.empty(
+        len(images) * sum((len(oc.gss) - 1) * oc.gss[0].size for oc in first), np.float32
+    )
+    used = 0
     for i, image in enumerate(images):
-        for octave in _scale_space(image, params):
-            dog = octave.gss[1:] - octave.gss[:-1]  # (S + 2, h, w): levels s = -1 .. S
+        for octave in first if i == 0 else _scale_space(image, params):
+            gss = octave.gss
+            dog = flat[used : used + (len(gss) - 1) * gss[0].size].reshape(
+                len(gss) - 1, *gss.shape[1:]
+            )
+            np.subtract(gss[1:], gss[:-1], out=dog)  # (S + 2, h, w): levels s = -1 .. S
+            used += dog.size
             octaves.append(octave)
             dogs.append(dog)
             found.append(_extrema(dog, params.peak_threshold, compiled))
             owner.append(i)
     if sum(len(f[0]) for f in found) == 0:
         return [empty for _ in images]
-    oct_id, lvl, x, y, s = _refine(dogs, found, params)
+    oct_id, lvl, x, y, s = _refine(flat, dogs, found, params, compiled)
     sigma = _SIGMA_BASE * 2.0 ** ((s + 1) / levels)  # sigma0 2^(s/S), octave pixels
     which, angle = _orientations(octaves, oct_id, lvl, x, y, sigma, compiled)
     index = np.array([oc.index for oc in octaves], dtype=np.int64)[oct_id[which]]
