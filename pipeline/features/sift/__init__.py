@@ -13,7 +13,11 @@ Two backends compute the keypoints:
     kernels, the 3x3x3 DoG extrema, the quadratic refinement and its tests, the 36-bin
     orientation histograms — written with NumPy and OpenCV filters, followed by OpenCV's SIFT
     descriptor (``cv2.SIFT.compute``) evaluated on those frames and converted to VLFeat's bin
-    layout. Measured against VLFeat by ``benchmarks/sift_agreement.py``.
+    layout. Measured against VLFeat by ``benchmarks/sift_agreement.py``. Where numba is
+    installed, the DoG extrema, the refinement and the orientation histograms run as
+    compiled kernels (``sift/_kernel.py``, the GIL released) that give the numpy code's
+    bytes (``tests/test_sift_backends.py``); ``INVERT_KERNELS=numpy`` forces the numpy code
+    (:func:`pipeline.features.base.kernel_backend`).
 ``"vlfeat"``
     VLFeat itself through ``cyvlfeat`` (the parity reference; needs Debian's ``libvlfeat-dev``
     and ``pip install --no-build-isolation cyvlfeat``).

@@ -5,6 +5,12 @@
 the quadratic refinement and its tests, the 36-bin orientation histograms (``vl/sift.c``,
 step by step), then OpenCV's descriptor at those frames in VLFeat's bin layout. Conventions
 and departures: :mod:`pipeline.features.sift`.
+
+The extrema, the refinement and the orientation histograms have two implementations with the
+same bits: the numpy code here, and numba kernels (:mod:`._kernel`, one keypoint or pixel at
+a time, the GIL released) that :func:`keypoints_opencv_batch` runs where
+:func:`pipeline.features.base.kernel_backend` says ``"numba"`` and the images are finite and
+below ``_kernel.MAX_ABS``.
 """
 
 from __future__ import annotations
@@ -650,12 +656,16 @@ def keypoints_opencv_batch(
 
     Notes
     -----
-    The scale space, the DoG and its extrema are computed image by image (while they are in
-    cache); the refinement and the orientations, which are per keypoint and made of many
-    small numpy calls, run once on the keypoints of all the images (a quarter of the time of
-    a call per image); the descriptor is OpenCV's, one call per image. Every value is
-    computed as for one image alone: keypoints of other images change no bit, and each
-    image's keypoints keep their order.
+    The scale space, the DoG (into one buffer for the batch) and its extrema are computed
+    image by image (while they are in cache); the refinement and the orientations, which are
+    per keypoint, run once on the keypoints of all the images (for the numpy code, many
+    small calls: a quarter of the time of a call per image); the descriptor is OpenCV's, one
+    call per image. Every value is computed as for one image alone: keypoints of other
+    images change no bit, and each image's keypoints keep their order. The extrema, the
+    refinement and the orientation histograms run as numba kernels (:mod:`._kernel`) where
+    :func:`pipeline.features.base.kernel_backend` says ``"numba"`` and every value of the
+    batch is finite and at most ``_kernel.MAX_ABS`` in magnitude; elsewhere as numpy code,
+    with the same bits (``tests/test_sift_backends.py``).
     """
     levels = params.levels_per_octave
     empty = (np.zeros((0, 4), dtype=np.float32), np.zeros((0, DESCRIPTOR_SIZE), np.float32))
