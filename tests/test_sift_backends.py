@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ExtractionError
 from pipeline.features import base
 from pipeline.features.base import to_grey
-from pipeline.features.sift import SiftParams, _kernel, detector, keypoints, sift
+from pipeline.features.sift import (
+    SiftParams,
+    _kernel,
+    detector,
+    grid_from_keypoints,
+    keypoints,
+    sift,
+)
 from tests.test_lbp import needs_numba
 from tests.test_sift import PHOTOS, grey, photo
 
@@ -213,3 +220,16 @@ def test_fallback_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INVERT_KERNELS", "numba")
     with pytest.raises(ConfigError, match="numba is not installed"):
         sift(images)
+
+
+def test_grid_filled_in_place_equals_a_new_grid() -> None:
+    # sift() fills its output in place (out=); the grid must be the one returned without it
+    frames, descriptors = keypoints(grey("chelsea", 64, 80))
+    expected = grid_from_keypoints(frames, descriptors, 64, 80, 4)
+    out = np.zeros((2, *expected.shape), dtype=np.float32)
+    grid_from_keypoints(frames, descriptors, 64, 80, 4, out=out[1])
+    np.testing.assert_array_equal(out[1], expected)
+    assert not out[0].any()
+    assert expected[-1].sum() > 20
+    with pytest.raises(ExtractionError, match="out must be a float32 array of shape"):
+        grid_from_keypoints(frames, descriptors, 64, 80, 4, out=out[1, :, :-1])
