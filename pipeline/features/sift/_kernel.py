@@ -28,6 +28,11 @@ neighbours (and ``>= 0.8 peak_threshold``), or below all 26 (and ``<= -0.8 peak_
 with finite values these float32 comparisons are the same, so the same pixels are found, in
 ``np.nonzero``'s order (level, row, column).
 
+:func:`refine` is the fitting loop of ``detector._refine`` (``_refine_numpy``) one keypoint at
+a time: the same float64 finite differences, ``detector._solve3``'s elimination step by step
+and the same moves; the peak and edge tests stay in numpy (``np.einsum``'s sum may use SIMD
+lanes in an order a scalar loop would not copy).
+
 The functions are compiled with ``nogil=True`` (the threads of ``extract()`` run them in
 parallel) and ``cache=True`` (:func:`pipeline.features.base.compiled`); nothing in them
 depends on thread scheduling. Without numba they are plain Python and never called
