@@ -13,7 +13,11 @@ Two backends compute the keypoints:
     kernels, the 3x3x3 DoG extrema, the quadratic refinement and its tests, the 36-bin
     orientation histograms — written with NumPy and OpenCV filters, followed by OpenCV's SIFT
     descriptor (``cv2.SIFT.compute``) evaluated on those frames and converted to VLFeat's bin
-    layout. Measured against VLFeat by ``benchmarks/sift_agreement.py``.
+    layout. Measured against VLFeat by ``benchmarks/sift_agreement.py``. Where numba is
+    installed, the DoG extrema, the refinement and the orientation histograms run as
+    compiled kernels (``sift/_kernel.py``, the GIL released) that give the numpy code's
+    bytes (``tests/test_sift_backends.py``); ``INVERT_KERNELS=numpy`` forces the numpy code
+    (:func:`pipeline.features.base.kernel_backend`).
 ``"vlfeat"``
     VLFeat itself through ``cyvlfeat`` (the parity reference; needs Debian's ``libvlfeat-dev``
     and ``pip install --no-build-isolation cyvlfeat``).
@@ -150,6 +154,8 @@ def grid_from_keypoints(
     height: int,
     width: int,
     cell_size: int,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Lay keypoints out on a grid of ``cell_size`` x ``cell_size`` pixel cells.
 
@@ -163,10 +169,13 @@ def grid_from_keypoints(
         Size of the image the frames come from, in pixels.
     cell_size : int
         Side of a cell in pixels.
+    out : (133, height // cell_size, width // cell_size) ndarray of float32, optional
+        All zeros: the grid is written into it (:func:`sift` fills its output in place).
 
     Returns
     -------
     (133, height // cell_size, width // cell_size) ndarray of float32
+        ``out`` where given.
         For a cell holding a keypoint: channels 0-127 the descriptor, then
 
         * 128: x offset of the centre inside the cell, in cell units, in [0, 1);
@@ -200,7 +209,15 @@ def grid_from_keypoints(
         )
     _parse_int("cell_size", cell_size, minimum=1)
     rows, cols = height // cell_size, width // cell_size
-    grid = np.zeros((SIFT_CHANNELS, rows, cols), dtype=np.float32)
+    if out is None:
+        grid = np.zeros((SIFT_CHANNELS, rows, cols), dtype=np.float32)
+    elif out.shape != (SIFT_CHANNELS, rows, cols) or out.dtype != np.float32:
+        raise ExtractionError(
+            f"out must be a float32 array of shape {(SIFT_CHANNELS, rows, cols)}, got "
+            f"{out.dtype} {out.shape}"
+        )
+    else:
+        grid = out
     if len(frames) == 0 or rows == 0 or cols == 0:
         return grid
 
@@ -277,14 +294,14 @@ def sift(images: np.ndarray, params: SiftParams | None = None) -> np.ndarray:
             f"{params.cell_size} cell; use images of at least {params.cell_size} pixels a side "
             "or a smaller cell_size"
         )
-    out = np.empty((n, *shape), dtype=np.float32)
+    out = np.zeros((n, *shape), dtype=np.float32)  # each image's grid is filled in place
     for start in range(0, n, _BATCH_IMAGES):
         if params.backend == "vlfeat":
             found = [keypoints(image, params) for image in grey[start : start + _BATCH_IMAGES]]
         else:  # the per-keypoint steps on a batch at once, bit-identical to one image at a time
             found = keypoints_opencv_batch(grey[start : start + _BATCH_IMAGES], params)
         for i, (frames, descriptors) in enumerate(found, start=start):
-            out[i] = grid_from_keypoints(frames, descriptors, height, width, params.cell_size)
+            grid_from_keypoints(frames, descriptors, height, width, params.cell_size, out=out[i])
     return out
 
 

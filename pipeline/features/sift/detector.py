@@ -5,6 +5,12 @@
 the quadratic refinement and its tests, the 36-bin orientation histograms (``vl/sift.c``,
 step by step), then OpenCV's descriptor at those frames in VLFeat's bin layout. Conventions
 and departures: :mod:`pipeline.features.sift`.
+
+The extrema, the refinement and the orientation histograms have two implementations with the
+same bits: the numpy code here, and numba kernels (:mod:`._kernel`, one keypoint or pixel at
+a time, the GIL released) that :func:`keypoints_opencv_batch` runs where
+:func:`pipeline.features.base.kernel_backend` says ``"numba"`` and the images are finite and
+below ``_kernel.MAX_ABS``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ExtractionError
+from pipeline.features.base import kernel_backend
+from pipeline.features.sift import _kernel
 
 if TYPE_CHECKING:
     from pipeline.features.sift import SiftParams
@@ -130,7 +138,9 @@ def _scale_space(image: np.ndarray, params: SiftParams) -> list[_Octave]:
 _SQUARE = np.ones((3, 3), dtype=np.uint8)
 
 
-def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
+def _extrema(
+    dog: np.ndarray, peak_threshold: float, compiled: bool = False
+) -> tuple[np.ndarray, ...]:
     """Strict 3x3x3 extrema of a DoG octave (``vl_sift_detect``).
 
     Parameters
@@ -139,12 +149,17 @@ def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
     peak_threshold : float
         VLFeat pre-filters with ``|v| >= 0.8 * peak_threshold``; the final test is in
         :func:`_refine`.
+    compiled : bool
+        Run :func:`._kernel.extrema` (finite ``dog`` only) instead of the numpy code.
 
     Returns
     -------
     level, y, x : (K,) ndarrays of int64
         DoG level index (1 .. S) and interior pixel of every extremum.
     """
+    threshold = np.float32(0.8 * peak_threshold)
+    if compiled:
+        return _kernel.extrema(dog, threshold)
     _, h, w = dog.shape
     inner = (slice(None), slice(1, h - 1), slice(1, w - 1))
     # 3x3 maxima / minima of every level (centre included), interior pixels only.
@@ -154,7 +169,6 @@ def _extrema(dog: np.ndarray, peak_threshold: float) -> tuple[np.ndarray, ...]:
         cv2.erode(dog[i], _SQUARE, dst=ero[i])
     dil, ero = dil[inner], ero[inner]  # (S + 2, h - 2, w - 2)
     v = dog[1:-1, 1:-1, 1:-1]  # (S, h - 2, w - 2)
-    threshold = np.float32(0.8 * peak_threshold)
     # Loose test: >= every same-level neighbour, > every neighbour on the levels around.
     up = (v >= dil[1:-1]) & (v > np.maximum(dil[:-2], dil[2:])) & (v >= threshold)
     down = (v <= ero[1:-1]) & (v < np.minimum(ero[:-2], ero[2:])) & (v <= -threshold)
@@ -208,43 +222,24 @@ def _solve3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b
 
 
-def _refine(
-    dogs: list[np.ndarray],
-    found: list[tuple[np.ndarray, ...]],
-    params: SiftParams,
-) -> tuple[np.ndarray, ...]:
-    """Quadratic refinement and the peak / edge tests of ``vl_sift_detect``, all octaves at once.
+def _refine_numpy(
+    flat: np.ndarray,
+    base: np.ndarray,
+    h: np.ndarray,
+    w: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    grad: np.ndarray,
+    hess: np.ndarray,
+    offset: np.ndarray,
+    value: np.ndarray,
+) -> None:
+    """The quadratic fits and moves of :func:`_refine`, numpy's way, in place.
 
-    Parameters
-    ----------
-    dogs : list of (S + 2, h_o, w_o) ndarray of float32
-        The DoG of each octave.
-    found : list of (level, y, x) int arrays
-        :func:`_extrema` of each octave.
-
-    Returns
-    -------
-    octave, level, x, y, s : (K,) ndarrays
-        Octave position in ``dogs``, integer DoG level the keypoint was found at, and the
-        refined position ``(x, y)`` (octave pixels) and level ``s`` (fractional, VLFeat's
-        ``s`` index: DoG level - 1) of every keypoint that passes.
+    Arguments as :func:`._kernel.refine`. All the keypoints still moving at once, up to
+    VLFeat's 5 fits each; the DoG values are taken to float64 (exactly) as they are read.
     """
-    levels = params.levels_per_octave
-    flat = np.concatenate([d.ravel() for d in dogs]).astype(np.float64)
-    starts = np.cumsum([0] + [d.size for d in dogs[:-1]])
-    oct_id = np.concatenate([np.full(len(f[0]), i) for i, f in enumerate(found)]).astype(np.int64)
-    lvl = np.concatenate([f[0] for f in found])
-    y = np.concatenate([f[1] for f in found])
-    x = np.concatenate([f[2] for f in found])
-    h = np.array([d.shape[1] for d in dogs], dtype=np.int64)[oct_id]
-    w = np.array([d.shape[2] for d in dogs], dtype=np.int64)[oct_id]
-    base = starts[oct_id] + lvl * h * w  # offset of each keypoint's DoG level
-    n = len(x)
-    grad = np.zeros((n, 3))
-    hess = np.zeros((n, 3, 3))
-    offset = np.zeros((n, 3))
-    value = np.zeros(n)
-    active = np.arange(n)
+    active = np.arange(len(x))
     for step in range(_MAX_REFINE_STEPS):
         xa, ya, wa, ha = x[active], y[active], w[active], h[active]
         centre = base[active] + ya * wa + xa
@@ -258,7 +253,7 @@ def _refine(
             wa: np.ndarray = wa,
             ss: np.ndarray = sstride,
         ) -> np.ndarray:
-            return flat[c + dx + dy * wa + ds * ss]
+            return flat[c + dx + dy * wa + ds * ss].astype(np.float64)  # exact
 
         v = at(0, 0, 0)
         g = np.stack(
@@ -299,6 +294,53 @@ def _refine(
         active = active[moving]
         if len(active) == 0:
             break
+
+
+def _refine(
+    flat: np.ndarray,
+    dogs: list[np.ndarray],
+    found: list[tuple[np.ndarray, ...]],
+    params: SiftParams,
+    compiled: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Quadratic refinement and the peak / edge tests of ``vl_sift_detect``, all octaves at once.
+
+    Parameters
+    ----------
+    flat : (P,) ndarray of float32
+        The DoG of every octave, concatenated.
+    dogs : list of (S + 2, h_o, w_o) ndarray of float32
+        The DoG of each octave: consecutive views of ``flat``, from its start.
+    found : list of (level, y, x) int arrays
+        :func:`_extrema` of each octave.
+    compiled : bool
+        Fit and move with :func:`._kernel.refine` instead of the numpy code (the same bits).
+
+    Returns
+    -------
+    octave, level, x, y, s : (K,) ndarrays
+        Octave position in ``dogs``, integer DoG level the keypoint was found at, and the
+        refined position ``(x, y)`` (octave pixels) and level ``s`` (fractional, VLFeat's
+        ``s`` index: DoG level - 1) of every keypoint that passes.
+    """
+    levels = params.levels_per_octave
+    starts = np.cumsum([0] + [d.size for d in dogs[:-1]])
+    oct_id = np.concatenate([np.full(len(f[0]), i) for i, f in enumerate(found)]).astype(np.int64)
+    lvl = np.concatenate([f[0] for f in found])
+    y = np.concatenate([f[1] for f in found])
+    x = np.concatenate([f[2] for f in found])
+    h = np.array([d.shape[1] for d in dogs], dtype=np.int64)[oct_id]
+    w = np.array([d.shape[2] for d in dogs], dtype=np.int64)[oct_id]
+    base = starts[oct_id] + lvl * h * w  # offset of each keypoint's DoG level
+    n = len(x)
+    grad = np.zeros((n, 3))
+    hess = np.zeros((n, 3, 3))
+    offset = np.zeros((n, 3))
+    value = np.zeros(n)
+    if compiled:
+        _kernel.refine(flat, base, h, w, x, y, grad, hess, offset, value)
+    else:
+        _refine_numpy(flat, base, h, w, x, y, grad, hess, offset, value)
 
     peak = value + 0.5 * np.einsum("ki,ki->k", grad, offset)
     dxx, dyy, dxy = hess[:, 0, 0], hess[:, 1, 1], hess[:, 0, 1]
@@ -400,6 +442,7 @@ def _orientations(
     x: np.ndarray,
     y: np.ndarray,
     sigma: np.ndarray,
+    compiled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Orientations of keypoints (``vl_sift_calc_keypoint_orientations``), all at once.
 
@@ -410,6 +453,9 @@ def _orientations(
         Octave position and DoG level index (= GSS level index of VLFeat's ``is``).
     x, y, sigma : (K,) ndarray of float64
         Position and scale in the pixels of the keypoint's octave.
+    compiled : bool
+        Accumulate the histograms with :func:`._kernel.orientation_histograms` (finite
+        levels below ``_kernel.MAX_ABS`` only) instead of the numpy code, with the same bits.
 
     Returns
     -------
@@ -444,6 +490,52 @@ def _orientations(
     table = _expn_table().astype(np.float32)
     slope = np.diff(table, append=table[-1:])
     n = len(x)
+    if compiled:
+        hist = np.empty((n, _ORI_BINS))  # (K, 36) float64
+        _kernel.orientation_histograms(
+            level_all, start, h, w, xi, yi, fx, fy, expn_scale, radius, table, slope, hist
+        )
+    else:
+        hist = _orientation_votes_numpy(
+            level_all, start, h, w, xi, yi, fx, fy, expn_scale, radius, table, slope
+        )
+    for _ in range(_ORI_SMOOTHING_PASSES):
+        hist = (np.roll(hist, 1, axis=1) + hist + np.roll(hist, -1, axis=1)) / 3.0
+
+    before, after = np.roll(hist, 1, axis=1), np.roll(hist, -1, axis=1)
+    peak = (
+        (hist > _ORI_PEAK_RATIO * hist.max(axis=1, keepdims=True))
+        & (hist > before)
+        & (hist > after)
+    )
+    peak &= np.cumsum(peak, axis=1) <= _ORI_MAX_ANGLES  # the first 4 in bin order
+    which, b = np.nonzero(peak)
+    h0, hm, hp = hist[which, b], before[which, b], after[which, b]
+    shift = -0.5 * (hp - hm) / (hp + hm - 2 * h0)  # quadratic fit; h0 is a strict peak
+    angle = 2 * np.pi * (b + shift + 0.5) / _ORI_BINS
+    return which, np.mod(angle, 2 * np.pi)
+
+
+def _orientation_votes_numpy(
+    level_all: np.ndarray,
+    start: np.ndarray,
+    h: np.ndarray,
+    w: np.ndarray,
+    xi: np.ndarray,
+    yi: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    expn_scale: np.ndarray,
+    radius: np.ndarray,
+    table: np.ndarray,
+    slope: np.ndarray,
+) -> np.ndarray:
+    """The orientation histograms of :func:`_orientations` before smoothing, numpy's way.
+
+    Arguments as :func:`._kernel.orientation_histograms`; returns its ``(K, 36)`` float64
+    ``hist``. One vectorised pass per window radius over ``(k, 2r + 1, 2r + 1)`` arrays.
+    """
+    n = len(xi)
     flat_hist = np.zeros(n * _ORI_BINS)  # (K * 36,) float64, keypoint by keypoint
     hist_t = torch.from_numpy(flat_hist)  # the same memory
     for r in np.unique(radius).tolist():  # one vectorised pass per window size
@@ -485,22 +577,7 @@ def _orientations(
                 torch.from_numpy((row + which_bin).ravel()),
                 torch.from_numpy(vote.ravel().astype(np.float64)),
             )
-    hist = flat_hist.reshape(n, _ORI_BINS)
-    for _ in range(_ORI_SMOOTHING_PASSES):
-        hist = (np.roll(hist, 1, axis=1) + hist + np.roll(hist, -1, axis=1)) / 3.0
-
-    before, after = np.roll(hist, 1, axis=1), np.roll(hist, -1, axis=1)
-    peak = (
-        (hist > _ORI_PEAK_RATIO * hist.max(axis=1, keepdims=True))
-        & (hist > before)
-        & (hist > after)
-    )
-    peak &= np.cumsum(peak, axis=1) <= _ORI_MAX_ANGLES  # the first 4 in bin order
-    which, b = np.nonzero(peak)
-    h0, hm, hp = hist[which, b], before[which, b], after[which, b]
-    shift = -0.5 * (hp - hm) / (hp + hm - 2 * h0)  # quadratic fit; h0 is a strict peak
-    angle = 2 * np.pi * (b + shift + 0.5) / _ORI_BINS
-    return which, np.mod(angle, 2 * np.pi)
+    return flat_hist.reshape(n, _ORI_BINS)
 
 
 # OpenCV's descriptor counts orientation bins the other way round than VLFeat's:
@@ -579,29 +656,53 @@ def keypoints_opencv_batch(
 
     Notes
     -----
-    The scale space, the DoG and its extrema are computed image by image (while they are in
-    cache); the refinement and the orientations, which are per keypoint and made of many
-    small numpy calls, run once on the keypoints of all the images (a quarter of the time of
-    a call per image); the descriptor is OpenCV's, one call per image. Every value is
-    computed as for one image alone: keypoints of other images change no bit, and each
-    image's keypoints keep their order.
+    The scale space, the DoG (into one buffer for the batch) and its extrema are computed
+    image by image (while they are in cache); the refinement and the orientations, which are
+    per keypoint, run once on the keypoints of all the images (for the numpy code, many
+    small calls: a quarter of the time of a call per image); the descriptor is OpenCV's, one
+    call per image. Every value is computed as for one image alone: keypoints of other
+    images change no bit, and each image's keypoints keep their order. The extrema, the
+    refinement and the orientation histograms run as numba kernels (:mod:`._kernel`) where
+    :func:`pipeline.features.base.kernel_backend` says ``"numba"`` and every value of the
+    batch is finite and at most ``_kernel.MAX_ABS`` in magnitude; elsewhere as numpy code,
+    with the same bits (``tests/test_sift_backends.py``).
     """
     levels = params.levels_per_octave
     empty = (np.zeros((0, 4), dtype=np.float32), np.zeros((0, DESCRIPTOR_SIZE), np.float32))
+    if len(images) == 0:
+        return []
+    # The compiled kernels where numba is installed, on images where they give the numpy
+    # path's bits (:mod:`._kernel`: finite values, none above MAX_ABS; NaN fails the test).
+    compiled = (
+        kernel_backend() == "numba"
+        and images.size > 0
+        and bool(np.abs(images).max() <= _kernel.MAX_ABS)
+    )
     octaves: list[_Octave] = []
     dogs, found, owner = [], [], []
+    first = _scale_space(images[0], params)
+    # The DoG of every octave of every image, in one buffer (the images have one shape).
+    flat = np.empty(
+        len(images) * sum((len(oc.gss) - 1) * oc.gss[0].size for oc in first), np.float32
+    )
+    used = 0
     for i, image in enumerate(images):
-        for octave in _scale_space(image, params):
-            dog = octave.gss[1:] - octave.gss[:-1]  # (S + 2, h, w): levels s = -1 .. S
+        for octave in first if i == 0 else _scale_space(image, params):
+            gss = octave.gss
+            dog = flat[used : used + (len(gss) - 1) * gss[0].size].reshape(
+                len(gss) - 1, *gss.shape[1:]
+            )
+            np.subtract(gss[1:], gss[:-1], out=dog)  # (S + 2, h, w): levels s = -1 .. S
+            used += dog.size
             octaves.append(octave)
             dogs.append(dog)
-            found.append(_extrema(dog, params.peak_threshold))
+            found.append(_extrema(dog, params.peak_threshold, compiled))
             owner.append(i)
     if sum(len(f[0]) for f in found) == 0:
         return [empty for _ in images]
-    oct_id, lvl, x, y, s = _refine(dogs, found, params)
+    oct_id, lvl, x, y, s = _refine(flat, dogs, found, params, compiled)
     sigma = _SIGMA_BASE * 2.0 ** ((s + 1) / levels)  # sigma0 2^(s/S), octave pixels
-    which, angle = _orientations(octaves, oct_id, lvl, x, y, sigma)
+    which, angle = _orientations(octaves, oct_id, lvl, x, y, sigma, compiled)
     index = np.array([oc.index for oc in octaves], dtype=np.int64)[oct_id[which]]
     scale = 2.0 ** index.astype(np.float64)
     frames = np.stack(
