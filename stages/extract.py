@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from pipeline import features
@@ -20,7 +22,28 @@ from stages.common import (
 )
 
 
-@click.command()
+class _ExtractCommand(click.Command):
+    """``invert extract``, whose help ends with every extractor's parameters and defaults."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for name in features.names():  # imports each extractor (only for --help)
+            ext = features.get(name)
+            if ext.section in seen:
+                continue
+            seen.add(ext.section)
+            defaults = ext.params_type()
+            values = ", ".join(
+                f"{f.name}: {getattr(defaults, f.name)!r}"
+                for f in dataclasses.fields(ext.params_type)
+            )
+            rows.append((f"extract.{ext.section}", values))
+        with formatter.section("Feature parameters (params file, with their defaults)"):
+            formatter.write_dl(rows)
+
+
+@click.command(cls=_ExtractCommand)
 @click.argument("feature", nargs=-1, required=True)
 @images_option("Image store made by `invert prepare`.")
 @out_option(

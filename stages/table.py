@@ -61,13 +61,14 @@ def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
         "nearest nb.",
         "new photos",
         "autoencoder",
+        "DeePSiM",
         "[1] (optimisation)",
         "ours on [1]'s",
         "paper",
     )
     lines = [header]
     for target in ROWS:
-        if not any(k in evals for k in (target, f"ae_{target}", f"mv_{target}")):
+        if not any(k in evals for k in (target, f"ae_{target}", f"ds_{target}", f"mv_{target}")):
             continue
         paper = PAPER.get(target)
         short = undertrained(evals, f"ae_{target}")
@@ -79,6 +80,7 @@ def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
                 _trivial(evals.get(target), "nearest_neighbour"),
                 _photos(photos.get(target)),
                 _cell(evals.get(f"ae_{target}")) + (" ~" if short else ""),
+                _cell(evals.get(f"ds_{target}")),
                 _cell(evals.get(f"mv_{target}")),
                 f"{same[target]['ours']:.3f}" if target in same else "–",
                 "–" if paper is None else f"{paper:.2f}",
@@ -97,6 +99,8 @@ def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
     text.append("New photos: the decoder on crops of photographs in neither split, and its error")
     text.append("as a multiple of the training-mean image's on those crops (< 1: it generalises).")
     text.append("'~': autoencoder trained for fewer steps than the fixed decoder (undertrained).")
+    text.append("DeePSiM: the fixed decoder fine-tuned with feature and adversarial losses; it")
+    text.append("trades pixel error for sharpness (--sharpness shows both on the same images).")
     if same:
         text.append("ours on [1]'s: the fixed decoder on exactly the test images [1] inverted,")
         text.append("with the same denominator (the whole test split's mean distance).")
@@ -153,8 +157,9 @@ def sharpness_table(metrics_dir: Path) -> str:
     "metrics_dir",
     default="metrics/eval",
     show_default=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="Folder of the evaluation metrics JSON files (evaluate, evaluate_ae, baseline).",
+    type=click.Path(file_okay=False),
+    help="Folder of the evaluation metrics JSON files (evaluate, evaluate_ae, "
+    "evaluate_deepsim, baseline).",
 )
 @click.option(
     "--same-images",
@@ -172,6 +177,15 @@ def sharpness_table(metrics_dir: Path) -> str:
 )
 def table(metrics_dir: str, same_images: str, sharpness: bool) -> None:
     """Print the error table of a run (what `dvc metrics show` holds, as the paper lays it out)."""
+    if not Path(metrics_dir).is_dir():
+        where = (
+            "this folder has no dvc.yaml: run invert table from the repository root, or "
+            if not Path("dvc.yaml").is_file()
+            else "run dvc repro first (the evaluate stages write it), or "
+        )
+        raise click.UsageError(
+            f"no metrics folder {metrics_dir!r}: {where}pass --metrics PATH/metrics/eval"
+        )
     click.echo(error_table(Path(metrics_dir), Path(same_images)))
     if sharpness:
         click.echo("")

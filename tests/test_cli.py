@@ -40,6 +40,18 @@ def test_help_says_what_each_command_reads_and_writes() -> None:
         assert section in text and "--out" in text and "Writes OUT" in text
 
 
+def test_extract_help_lists_every_extractors_parameters_and_defaults() -> None:
+    result = CliRunner().invoke(main, ["extract", "sift", "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "extract.sift cell_size: 4, backend: 'opencv', peak_threshold: 0.0" in text
+    assert "edge_threshold: 10.0, levels_per_octave: 3, first_octave: 0" in text
+    assert "extract.hog cell_size: 8, num_orientations: 9" in text
+    assert "extract.lbp cell_size: 16" in text
+    assert "extract.alexnet arch: 'caffenet'" in text
+    assert text.count("extract.alexnet") == 2  # the docstring's mention and one row, not 8
+
+
 def test_prepare_then_extract_hog(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(

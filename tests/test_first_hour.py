@@ -137,9 +137,13 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     (metrics / "ae_fc8.json").write_text(
         json.dumps({**m, "normalised_error": 0.8671, "random_weights": True})
     )
+    (metrics / "ds_conv5.json").write_text(json.dumps({**m, "normalised_error": 0.6543}))
     r = CliRunner().invoke(main, ["table", "--metrics", str(metrics)])
     assert r.exit_code == 0, r.output
     rows = {line.split()[0]: line for line in r.output.splitlines() if line[:1].isalpha()}
+    assert "0.654 (n=64)" in rows["conv5"]  # a DeePSiM decoder alone makes its row
+    header = r.output.splitlines()[0]
+    assert header.index("DeePSiM") == rows["conv5"].index("0.654")  # in its own column
     assert "0.713 [0.69, 0.74] (n=64) !" in rows["hog"]  # the nearest neighbour scores 0.700
     assert "0.900 (n=4)" in rows["hog"]
     assert "0.800" in rows["hog"] and "0.700" in rows["hog"]
@@ -147,6 +151,19 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     assert "0.867 (n=64)" in rows["fc8"] and "sift" not in rows
     assert "RANDOM weights" in r.output
     assert "~" not in rows["fc8"]  # no fixed fc8 decoder to compare its steps with
+
+
+def test_table_without_metrics_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not a repository root: no dvc.yaml here
+    r = CliRunner().invoke(main, ["table"])
+    assert r.exit_code == 2
+    assert "no metrics folder 'metrics/eval'" in r.output
+    assert "run invert table from the repository root" in r.output
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    r = CliRunner().invoke(main, ["table"])
+    assert r.exit_code == 2 and "run dvc repro first" in r.output, r.output
 
 
 def test_table_shows_new_photos_undertrained_and_same_images(tmp_path: Path) -> None:

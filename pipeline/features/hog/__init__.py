@@ -233,7 +233,7 @@ def _plan(batch: int, height: int, width: int, params: HogParams, device: torch.
     the image rows ``c j - c // 2 .. c j - c // 2 + 2c - 1``: with the buffer's rows padded so
     that they split into blocks of ``c`` (block ``m`` starts at image row ``c m - c // 2``),
     cell ``j`` is block ``j`` weighted by ``tent[j, 0]`` plus block ``j + 1`` weighted by
-    ``tent[j + 1, 1]`` (one batched matrix product). The weights are VLFeat's, row by row.
+    ``tent[j + 1, 1]`` (:func:`_y_votes`). The weights are VLFeat's, row by row.
     """
     o, c = params.num_orientations, params.cell_size
     _, h, w = output_shape(params, height, width)
@@ -460,19 +460,61 @@ def _block_normalise(hist: torch.Tensor, o: int) -> torch.Tensor:
     """
     # squared norm of the undirected (folded) histogram of every cell, border replicated;
     # the energy of the four 2x2 blocks around each cell
+    # every sum is written out term by term, in index order: torch's reductions split a sum
+    # by the CPU's vector width (AVX2 and AVX-512 give other last bits), elementwise adds don't
     undirected = hist[:, :, :o] + hist[:, :, o:]  # (N, h, O, w)
-    energy = (undirected * undirected).sum(dim=2)[:, None]  # (N, 1, h, w)
-    energy = torch.nn.functional.pad(energy, (1, 1, 1, 1), mode="replicate")
-    blocks = torch.nn.functional.avg_pool2d(energy, 2, stride=1, divisor_override=1)
-    factor = torch.rsqrt(blocks + _NORM_EPS)[:, 0]  # (N, h+1, w+1)
+    energy = _ordered_sum(undirected * undirected, dim=2)[:, None]  # (N, 1, h, w)
+    energy = torch.nn.functional.pad(energy, (1, 1, 1, 1), mode="replicate")[:, 0]
+    blocks = energy[:, :-1, :-1] + energy[:, :-1, 1:] + energy[:, 1:, :-1] + energy[:, 1:, 1:]
+    factor = torch.rsqrt(blocks + _NORM_EPS)  # (N, h+1, w+1)
     # VLFeat's factors 1..4: the blocks up-left, up-right, down-left, down-right of the cell
     corners = [factor[:, :-1, :-1], factor[:, :-1, 1:], factor[:, 1:, :-1], factor[:, 1:, 1:]]
     directed = hist * torch.stack(corners)[:, :, :, None]  # (4, N, h, 2O, w)
     folded = directed[:, :, :, :o] + directed[:, :, :, o:]  # VLFeat sums the scaled halves
     directed = directed.clamp(max=_CLIP)
     folded = folded.clamp(max=_CLIP)
-    texture = folded.sum(dim=3).permute(1, 2, 0, 3) * _TEXTURE_WEIGHT  # (N, h, 4, w)
-    return torch.cat([0.5 * directed.sum(dim=0), 0.5 * folded.sum(dim=0), texture], dim=2)
+    texture = _ordered_sum(folded, dim=3).permute(1, 2, 0, 3) * _TEXTURE_WEIGHT  # (N, h, 4, w)
+    return torch.cat(
+        [0.5 * _ordered_sum(directed, dim=0), 0.5 * _ordered_sum(folded, dim=0), texture], dim=2
+    )
+
+
+def _ordered_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.sum(dim)`` as ``((x_0 + x_1) + x_2) + ...``: the same bytes on every CPU and GPU."""
+    terms = x.unbind(dim)
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _y_votes(tent: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The y-votes of every block of buffer rows, summed in one fixed order.
+
+    ``blocks[..., m, j, :] = sum_k tent[m, j, k] * rows[..., m, k, :]``, accumulated from 0
+    for ``k = 0 .. c - 1`` with each product and each sum rounded to float32 (no fused
+    multiply-add). A ``torch.matmul`` would hand the sum to the BLAS, whose order depends on
+    the CPU's instruction set (MKL's AVX2 and AVX-512 ``sgemm`` give other last bits), so the
+    stored bytes would depend on the machine; elementwise products and sums do not, on any
+    CPU or GPU. The numba kernel (:mod:`._kernel`) sums in this order too.
+
+    Parameters
+    ----------
+    tent : (h + 1, 2, c) Tensor of float32
+        The weights of buffer row ``k`` of block ``m`` into cells ``m`` (``j = 0``) and
+        ``m - 1`` (``j = 1``).
+    rows : (N, h + 1, c, S) Tensor of float32
+        The x-voted buffer rows, ``S = 2O w``.
+
+    Returns
+    -------
+    (N, h + 1, 2, S) Tensor of float32
+    """
+    n, blocks, c, span = rows.shape
+    acc = torch.zeros((n, blocks, 2, span), dtype=rows.dtype, device=rows.device)
+    for k in range(c):
+        acc = acc + tent[None, :, :, k, None] * rows[:, :, None, k]
+    return acc
 
 
 def hog_torch(images: torch.Tensor, params: HogParams = HogParams()) -> torch.Tensor:
@@ -565,7 +607,7 @@ def hog_torch(images: torch.Tensor, params: HogParams = HogParams()) -> torch.Te
     index = plan.index + bins.mul_(w)  # (2, N * P)
     by_row = torch.zeros(n * (h + 1) * c * 2 * o * w, dtype=torch.float32, device=x.device)
     by_row.index_add_(0, index.view(-1), (plan.weight_x * magnitude).view(-1))  # autograd-safe
-    blocks = torch.matmul(plan.tent, by_row.view(n, h + 1, c, 2 * o * w))  # (N, h+1, 2, 2O w)
+    blocks = _y_votes(plan.tent, by_row.view(n, h + 1, c, 2 * o * w))  # (N, h+1, 2, 2O w)
     hist = blocks[:, :-1, 0] + blocks[:, 1:, 1]  # (N, h, 2O * w)
 
     out = _block_normalise(hist.view(n, h, 2 * o, w), o).permute(0, 2, 1, 3)  # (N, 3O+4, h, w)
@@ -620,31 +662,19 @@ def hog(images: np.ndarray, params: HogParams | None = None) -> np.ndarray:
     return out
 
 
-#: torch 2.13 (``bmm_out_or_baddbmm_``, ATen/native/LinearAlgebra.cpp) multiplies batched
-#: matrices whose ``contraction × rows × columns`` is below this in its own loop, and hands
-#: larger ones to the BLAS.
-_TORCH_SMALL_BMM = 400
-
-
-def _matmul_is_fused(cell: int, columns: int) -> bool:
-    """Whether :func:`hog_torch`'s y-vote ``matmul`` (``(2, cell) @ (cell, columns)``) goes to
-    MKL, which sums with fused multiply-adds, rather than torch's loop of rounded products."""
-    return cell * 2 * columns >= _TORCH_SMALL_BMM
-
-
 @functools.lru_cache(maxsize=1)
 def _kernel_matches_torch() -> bool:
     """Whether the numba kernel gives :func:`hog_torch`'s bytes here (checked once a process).
 
-    The kernel copies the order in which torch and its BLAS sum (``index_add_``, ``matmul``:
-    :mod:`._kernel`), measured with torch 2.13 and MKL on x86. Another torch or BLAS could
-    sum otherwise, and a stored feature must not depend on the backend: two small batches,
-    on both sides of torch's small-``matmul`` rule (:func:`_matmul_is_fused`), are compared
-    bit for bit; on a difference the torch path is used from then on, with a warning.
+    The kernel copies the order in which the torch path sums (``index_add_``, then the
+    y-votes of :func:`_y_votes`: :mod:`._kernel`). Neither goes through a BLAS, so the order
+    is the same on every CPU; another torch build could still change ``index_add_``'s, and a
+    stored feature must not depend on the backend: two small batches are compared bit for
+    bit, and on a difference the torch path is used from then on, with a warning.
     """
     rng = np.random.default_rng(0)
     params = HogParams()
-    for shape in ((3, 40, 56, 3), (2, 12, 9, 3)):  # fused: 8 x 2 x 126 >= 400; not: 8 x 2 x 18
+    for shape in ((3, 40, 56, 3), (2, 12, 9, 3)):
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         got = np.empty((shape[0], *output_shape(params, shape[1], shape[2])), np.float32)
         _hog_numba(images, params, got)
@@ -676,13 +706,12 @@ def _hog_numba(images: np.ndarray, params: HogParams, out: np.ndarray) -> None:
     cell_x, weight_x = _axis_votes(images.shape[2], c, w)
     tent = _tent(images.shape[1], c, h)
     cells = cell_x.astype(np.int64)
-    fused = _matmul_is_fused(c, 2 * o * w)
     hist = np.empty((min(len(images), _CHUNK_IMAGES), h, 2 * o, w), np.float32)
     with torch.no_grad():
         for start in range(0, len(images), _CHUNK_IMAGES):
             planes = _channels_first(images[start : start + _CHUNK_IMAGES])  # (k, C, H, W)
             part = hist[: len(planes)]
-            _kernel.hog_hist(planes, cos, sin, cells, weight_x, tent, fused, part)  # (k, h, 2O, w)
+            _kernel.hog_hist(planes, cos, sin, cells, weight_x, tent, part)  # (k, h, 2O, w)
             normalised = _block_normalise(torch.from_numpy(part), o)  # (k, h, 3O + 4, w)
             out[start : start + _CHUNK_IMAGES] = normalised.permute(0, 2, 1, 3).numpy()
 

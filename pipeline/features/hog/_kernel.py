@@ -8,18 +8,13 @@ operation is the torch path's, in the torch path's order, so the bytes are equal
 
 - x-votes: ``index_add_`` adds, per buffer cell, the votes into the left cell in pixel order,
   then those into the right cell; here the same two passes per row.
-- y-votes: ``torch.matmul`` of the tent weights and the buffer accumulates, for
-  ``k = 0 .. c - 1`` from 0, ``acc = fma(tent[k], buffer[k], acc)`` (MKL's ``sgemm``); here
-  the same fused multiply-adds (LLVM's ``llvm.fma.f32``). Where the product is small torch
-  runs its own loop, ``acc = acc + tent[k] * buffer[k]`` rounded twice, and so does this
-  (``hog._matmul_is_fused``). Measured on an AVX-512 Xeon with torch 2.13 / MKL 2024.2;
-  another BLAS could sum in another order (``tests/test_hog_backends.py`` would fail, and
-  ``INVERT_KERNELS=numpy`` restores the torch path).
+- y-votes: ``hog._y_votes`` accumulates, for ``k = 0 .. c - 1`` from 0,
+  ``acc = acc + tent[k] * buffer[k]``, the product and the sum each rounded to float32;
+  here the same (numba does not fuse them). No BLAS is involved on either side, so the
+  order, and the bytes, do not depend on the CPU's instruction set.
 
-The block normalisation stays with torch (``hog._block_normalise``, ~8% of the time): its
-sums over the orientations run in an order that depends on the column (columns in whole
-groups of 32 in index order, the rest in four interleaved partial sums, torch 2.13 on
-AVX-512), which a kernel would have to copy per CPU.
+The block normalisation stays with torch (``hog._block_normalise``, ~8% of the time), whose
+sums are written out term by term for the same reason.
 
 Compiled with ``nogil=True`` and ``cache=True`` (:func:`pipeline.features.base.compiled`);
 without numba these are plain Python and never called.
@@ -27,52 +22,13 @@ without numba these are plain Python and never called.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from pipeline.features.base import _import_numba, compiled
+from pipeline.features.base import compiled
 
 __all__ = ["hog_hist"]
 
 _U = np.uint64  # unsigned indices: numba wraps negative signed ones, at a cost per access
-
-
-def _fma_python(a: Any, b: Any, c: Any) -> np.float32:
-    """``a * b + c`` rounded once to float32 (the exact product in float64, then one sum).
-
-    Not the kernel's path (that is LLVM's ``fma``); kept so that the module imports without
-    numba. A float64 sum then a float32 rounding can differ from one rounding in rare ties.
-    """
-    return np.float32(float(a) * float(b) + float(c))
-
-
-def _make_fma() -> Any:
-    """LLVM's ``llvm.fma.f32`` as a numba intrinsic, or :func:`_fma_python` without numba."""
-    numba = _import_numba()
-    if numba is None:
-        return _fma_python
-    from llvmlite import ir
-    from numba.core import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-        sig = types.float32(types.float32, types.float32, types.float32)
-
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            f32 = ir.FloatType()
-            fn = builder.module.declare_intrinsic(
-                "llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32])
-            )
-            return builder.call(fn, args)
-
-        return sig, codegen
-
-    return fma
-
-
-_fma = _make_fma()
 
 
 @compiled
@@ -164,7 +120,6 @@ def hog_hist(
     cell_x: np.ndarray,
     weight_x: np.ndarray,
     tent: np.ndarray,
-    fused: bool,
     hist: np.ndarray,
 ) -> None:
     """The cells' directed orientation histograms of a batch of channel planes.
@@ -179,10 +134,6 @@ def hog_hist(
     tent : (h + 1, 2, c) ndarray of float32
         The y-weights of every block of ``c`` buffer rows into cells ``m`` and ``m - 1``
         (``hog._tent``); buffer row ``m c + k`` is image row ``m c + k - c // 2``.
-    fused : bool
-        How ``torch.matmul(tent, buffer)`` sums the ``c`` products of a block
-        (``hog._matmul_is_fused``): fused multiply-adds (MKL's ``sgemm``), or torch's own
-        loop of rounded products and sums (small products).
     hist : (N, h, 2O, w) ndarray of float32
         Written: what ``hog_torch`` hands to ``_block_normalise``.
     """
@@ -221,8 +172,7 @@ def hog_hist(
                         bins,
                         buffer[k],
                     )
-            # matmul(tent, buffer): acc = fma(tent[k], buffer[k], acc), k = 0 .. c - 1, from 0
-            # (MKL), or acc + tent[k] * buffer[k] (torch's loop for small products)
+            # hog._y_votes: acc = acc + tent[k] * buffer[k], k = 0 .. c - 1, from 0
             into_m, into_m1 = tent[m, 0], tent[m, 1]
             for q in range(span):
                 if m:
@@ -230,14 +180,9 @@ def hog_hist(
                 across[q] = zero
                 previous[q] = zero
             for k in range(c_rows):
-                if fused:
-                    for q in range(span):
-                        across[q] = _fma(into_m1[k], flat[k, q], across[q])
-                        previous[q] = _fma(into_m[k], flat[k, q], previous[q])
-                else:
-                    for q in range(span):
-                        across[q] = across[q] + into_m1[k] * flat[k, q]
-                        previous[q] = previous[q] + into_m[k] * flat[k, q]
+                for q in range(span):
+                    across[q] = across[q] + into_m1[k] * flat[k, q]
+                    previous[q] = previous[q] + into_m[k] * flat[k, q]
             if m:
                 for q in range(span):
                     cells[m - 1, q] = cells[m - 1, q] + across[q]
