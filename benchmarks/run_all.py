@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import features
+from pipeline.config import load_section, parse
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import PrepareParams, prepare
 from pipeline.runner import RunnerParams, limit_threads
@@ -116,8 +117,19 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: params.yaml beside this folder: the stores here are laid out as `dvc repro` lays them out
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def shard_size() -> int:
+    """``prepare.shard_size`` of params.yaml: the image store's shard, which the feature
+    stores follow (one runner task per shard; a small shard makes per-task costs weigh)."""
+    return parse(PrepareParams, load_section(PARAMS, "prepare"), section="prepare").shard_size
+
+
 def image_store(root: Path, n: int) -> Path:
-    params = PrepareParams(train_samples=n, test_samples=0, test_photos=(), shard_size=64)
+    """``n`` sample crops in an image store with params.yaml's shard size."""
+    params = PrepareParams(train_samples=n, test_samples=0, test_photos=(), shard_size=shard_size())
     return prepare("sample", root / "images.zarr", params)
 
 
@@ -369,7 +381,7 @@ def _images_for_a_round(store: Path, root: Path, name: str, cores: int) -> Path:
     """An image store with enough images for a VLFeat round of ``CORES_MIN_ROUND_S``.
 
     VLFeat's rate on ``store``'s images (one timed round in ``cores`` processes) sets the
-    count, rounded up to whole shards of 64; ``store`` itself when it is already enough.
+    count, rounded up to whole shards; ``store`` itself when it is already enough.
     """
     from pipeline.features.base import to_grey
 
@@ -384,7 +396,8 @@ def _images_for_a_round(store: Path, root: Path, name: str, cores: int) -> Path:
         rate = len(images) / (time.perf_counter() - t0)
     finally:
         pool.close()
-    need = -(-int(rate * CORES_MIN_ROUND_S) // 64) * 64
+    shard = shard_size()
+    need = -(-int(rate * CORES_MIN_ROUND_S) // shard) * shard
     if need <= len(images):
         return store
     bigger = root / f"images-{need}"
@@ -437,7 +450,7 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         shape = (n, *ext.output_shape(ext.params_type(), 256, 256))
         out = root / f"{name}-cli.zarr"
         args = ["extract", name, "--images", str(images_path), "--out", str(out)]
-        args += ["--params", str(Path(__file__).resolve().parents[1] / "params.yaml")]
+        args += ["--params", str(PARAMS)]
 
         def api(_name: str = name, _images: np.ndarray = images) -> np.ndarray:
             return features.extract(_name, _images)
@@ -868,7 +881,10 @@ def main() -> None:
     with workdir() as root:
         store = image_store(root, args.images)
         images = open_store(store).array("images")[:]
-        print(f"images: {len(images)} crops of scikit-image photographs, 256x256 RGB\n")
+        print(
+            f"images: {len(images)} crops of scikit-image photographs, 256x256 RGB, in shards "
+            f"of {shard_size()} (params.yaml prepare.shard_size, as dvc repro stores them)\n"
+        )
         if "features" in args.only:
             print("## Shallow features against VLFeat, one core each\n")
             print("\n".join(bench_features(images, names, args.repeat)), "\n")
