@@ -29,6 +29,7 @@ with ``wait=False``) instead of corrupting the first.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import fcntl
 import functools
@@ -385,6 +386,14 @@ def _diff(stored: Any, expected: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _stores_beside(path: Path) -> list[str]:
+    """Names of the Zarr folders next to ``path`` (``*.zarr``), for a did-you-mean hint."""
+    try:
+        return sorted(p.name for p in path.parent.glob("*.zarr") if p.is_dir())
+    except OSError:
+        return []
+
+
 def open_store(
     path: str | Path,
     *,
@@ -429,7 +438,11 @@ def open_store(
             "images": f"invert prepare --source sample --out {path}",
             "features": f"invert extract FEATURE --images IMAGE_STORE --out {path}",
         }.get(kind or "", "its stage (dvc repro)")
-        raise StoreError(f"no store at {str(path)!r}{hint}; create it first: {make}")
+        near = _stores_beside(path)
+        close = difflib.get_close_matches(path.name, list(near), n=1, cutoff=0.6)
+        if close:  # a typo in the path, most likely
+            hint += f" — did you mean {str(path.parent / close[0])!r}?"
+        raise StoreError(f"no store at {str(path)!r}{hint}; or create it: {make}")
     if attrs.get("format") != STORE_FORMAT:
         raise StoreError(
             f"{str(path)!r} is not a store of this pipeline (format {attrs.get('format')!r}, "
@@ -441,7 +454,8 @@ def open_store(
     if kind is not None and prov.get("kind") != kind:
         raise IncompatibleStoreError(
             f"{str(path)!r} is a {prov.get('kind')!r} store made by {prov.get('stage')!r}; "
-            f"this needs a {kind!r} store — check the path you passed"
+            f"this needs {'an' if kind[:1] in 'aeiou' else 'a'} {kind!r} store — check the "
+            "path you passed"
         )
     if expect:
         problems = _diff(prov, expect)

@@ -91,6 +91,7 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(main, ["extract", "hgo", "--images", "x", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "unknown feature 'hgo'" in r.output
+    assert "and the families alexnet" in r.output  # what the help text also accepts
     bad = tmp_path / "bad.yaml"
     bad.write_text("prepare:\n  shard_sise: 8\n")
     r = runner.invoke(main, ["prepare", "--out", str(tmp_path / "o"), "--params", str(bad)])
@@ -105,6 +106,34 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1 and "no store at" in r.output
     assert "invert prepare --source sample --out" in r.output  # the command that makes it
+    assert "did you mean" not in r.output  # nothing like it beside the path
+    # a typo'd path next to a real store: the store is named
+    (tmp_path / "images.zarr").mkdir()
+    r = runner.invoke(
+        main,
+        ["extract", "hog", "--images", str(tmp_path / "imgs.zarr"), "--out", str(tmp_path / "o")],
+    )
+    assert r.exit_code == 1, r.output
+    assert f"did you mean {str(tmp_path / 'images.zarr')!r}?" in " ".join(r.output.split())
+    # the extract section: a typo'd feature subsection is told apart from a typo'd key
+    for key, meant in (("hgo", "hog"), ("max_failure_rat", "max_failure_rate")):
+        bad.write_text(f"extract:\n  {key}: 1\n")
+        r = runner.invoke(
+            main,
+            [
+                "extract",
+                "hog",
+                "--images",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "o"),
+                "--params",
+                str(bad),
+            ],
+        )
+        text = " ".join(r.output.split())
+        assert r.exit_code == 1 and f"'{key}' (did you mean '{meant}'?)" in text, r.output
+        assert "feature subsections alexnet, hog, lbp, sift" in text
     # a bad INVERT_KERNELS is refused once, before the store is even opened
     r = runner.invoke(
         main,

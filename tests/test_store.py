@@ -74,7 +74,7 @@ def test_incompatible_expectation_is_refused(tmp_path: Path) -> None:
     _write(out, {"a": 1})
     with pytest.raises(IncompatibleStoreError, match=r"params.a: store has 1, expected 2"):
         open_store(out, expect={"params": {"a": 2}})
-    with pytest.raises(IncompatibleStoreError, match="needs a 'images' store"):
+    with pytest.raises(IncompatibleStoreError, match="needs an 'images' store"):
         open_store(out, kind="images")
 
 
