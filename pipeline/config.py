@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -97,7 +97,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def parse(cls: type[T], mapping: Mapping[str, Any] | None, *, section: str) -> T:
+def parse(
+    cls: type[T],
+    mapping: Mapping[str, Any] | None,
+    *,
+    section: str,
+    subsections: Sequence[str] = (),
+) -> T:
     """Build the frozen dataclass ``cls`` from a ``params.yaml`` section.
 
     Parameters
@@ -108,6 +114,10 @@ def parse(cls: type[T], mapping: Mapping[str, Any] | None, *, section: str) -> T
         The section's content; ``None`` (an empty section) means all defaults.
     section : str
         The section's dotted name, used in error messages (``"extract.hog"``).
+    subsections : sequence of str
+        Names the section may also hold, parsed by the caller (``extract``'s feature
+        subsections): not in ``mapping`` here, but offered with the known keys when a key
+        is unknown, so that a typo'd subsection is told apart from a typo'd key.
 
     Returns
     -------
@@ -130,11 +140,12 @@ def parse(cls: type[T], mapping: Mapping[str, Any] | None, *, section: str) -> T
     if unknown:
         named = []
         for name in unknown:
-            close = difflib.get_close_matches(str(name), list(fields), n=1)
+            close = difflib.get_close_matches(str(name), [*fields, *subsections], n=1)
             named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        also = f", and the subsections {', '.join(subsections)}" if subsections else ""
         raise ConfigError(
             f"unknown key(s) {', '.join(named)} in params section {section!r}; "
-            f"known keys: {', '.join(sorted(fields))}"
+            f"known keys: {', '.join(sorted(fields))}{also}"
         )
     hints = typing.get_type_hints(cls)
     values = {

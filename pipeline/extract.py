@@ -21,8 +21,6 @@ failures are written again by the next run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -141,18 +139,7 @@ def parse_extract_section(
     feature_sections = {k: section.pop(k) for k in list(section) if k in known}
     members = {m for family in features.FAMILIES.values() for m in family}
     subsections = sorted((set(features.names()) - members) | set(features.FAMILIES))
-    own = [f.name for f in dataclasses.fields(ExtractParams)]
-    unknown = sorted(set(section) - set(own))
-    if unknown:  # a typo'd subsection ("hgo") is told apart from a typo'd key
-        named = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), own + subsections, n=1)
-            named.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(
-            f"unknown key(s) {', '.join(named)} in params section 'extract'; known keys: "
-            f"{', '.join(sorted(own))}, and the feature subsections {', '.join(subsections)}"
-        )
-    runner = parse(ExtractParams, section, section="extract")
+    runner = parse(ExtractParams, section, section="extract", subsections=subsections)
     for key, sub in feature_sections.items():  # validate every feature's keys, not just ours
         member = features.FAMILIES[key][0] if key in features.FAMILIES else key
         features.parse_params(member, sub)

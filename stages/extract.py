@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from pipeline import features
-from pipeline.errors import ConfigError, UnknownFeatureError
+from pipeline.errors import ConfigError
 from pipeline.extract import extract_stores, parse_extract_section
 from pipeline.features.base import kernel_backend
 from stages.common import (
@@ -85,13 +85,9 @@ def extract(
             member = features.FAMILIES[f][0]
             _, family_params = parse_extract_section(section, member)
             names += list(getattr(family_params, "layers", features.FAMILIES[f]))
-        elif f in features.names():
+        else:
+            features.get(f)  # unknown names fail before any work
             names.append(f)
-        else:  # unknown names fail before any work
-            raise UnknownFeatureError(
-                f"unknown feature {f!r}; registered features: {', '.join(features.names())}, "
-                f"and the families {', '.join(features.FAMILIES)} (all their cached layers)"
-            )
     if not names:  # before names[0] below
         raise ConfigError(
             "no layers to extract: extract.alexnet.layers is empty; list at least one of "

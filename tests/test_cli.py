@@ -133,7 +133,7 @@ def test_clear_errors_before_any_work(tmp_path: Path) -> None:
         )
         text = " ".join(r.output.split())
         assert r.exit_code == 1 and f"'{key}' (did you mean '{meant}'?)" in text, r.output
-        assert "feature subsections alexnet, hog, lbp, sift" in text
+        assert "and the subsections alexnet, hog, lbp, sift" in text
     # a bad INVERT_KERNELS is refused once, before the store is even opened
     r = runner.invoke(
         main,

@@ -53,6 +53,14 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def _unknown(name: str) -> UnknownFeatureError:
+    """The error for an unregistered ``name``: what is registered, and the families."""
+    return UnknownFeatureError(
+        f"unknown feature {name!r}; registered features: {', '.join(names())}, and the "
+        f"families {', '.join(FAMILIES)} (all their cached layers; invert extract only)"
+    )
+
+
 def module_of(name: str) -> str:
     """The module that defines extractor ``name`` (imported only when it is asked for).
 
@@ -60,9 +68,7 @@ def module_of(name: str) -> str:
     (``tests/test_deps.py``).
     """
     if name not in _REGISTRY:
-        raise UnknownFeatureError(
-            f"unknown feature {name!r}; registered features: {', '.join(names())}"
-        )
+        raise _unknown(name)
     return _REGISTRY[name].partition(":")[0]
 
 
@@ -75,9 +81,7 @@ def get(name: str) -> Extractor:
         ``name`` is not registered; the message lists the names that are.
     """
     if name not in _REGISTRY:
-        raise UnknownFeatureError(
-            f"unknown feature {name!r}; registered features: {', '.join(names())}"
-        )
+        raise _unknown(name)
     module_name, _, attr = _REGISTRY[name].partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
