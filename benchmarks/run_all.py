@@ -169,6 +169,33 @@ def vl_lbp(grey: np.ndarray, cell_size: int = 16) -> np.ndarray:
     return out
 
 
+def grey_for_vlfeat(images: np.ndarray) -> np.ndarray:
+    """RGB uint8 to the grey float32 images ``vl_lbp`` takes, with our kernel's conversion.
+
+    The conversion our LBP kernel runs inside (``lbp._kernel._grey_rgb``, numba, one pass per
+    image) gives VLFeat ``to_grey``'s values (MATLAB ``rgb2gray`` weights, so VLFeat computes
+    the same LBP as ours) at the cost our side pays: equal on both sides. OpenCV's table
+    lookups (``lbp._grey``, our numpy path) cost VLFeat's side about as much as ``vl_lbp``
+    itself, which would flatter ours.
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) ndarray of uint8
+
+    Returns
+    -------
+    (N, H, W) ndarray of float32
+    """
+    from pipeline.features.lbp import _grey_tables
+    from pipeline.features.lbp._kernel import _grey_rgb
+
+    tables = _grey_tables()
+    grey = np.empty(images.shape[:3], np.float32)
+    for image, out in zip(images, grey):
+        _grey_rgb(image, tables, out)
+    return grey
+
+
 def vl_sift(images: np.ndarray) -> np.ndarray:
     """VLFeat's ``vl_sift`` per image through cyvlfeat, laid out on our grid of cells."""
     from pipeline.features.sift import SiftParams, sift
@@ -277,6 +304,17 @@ def bench_features(images: np.ndarray, names: list[str], repeat: int) -> list[st
                     repeat,
                 )
             )
+            rows.append(
+                _one_core_row(
+                    "lbp",
+                    "both from RGB uint8: `lbp(images)` vs `vl_lbp(grey_for_vlfeat(images), "
+                    "16)`, each side's grey conversion timed (the same grey values)",
+                    lambda: lbp(images),
+                    lambda: vl_lbp(grey_for_vlfeat(images)),
+                    n,
+                    repeat,
+                )
+            )
         elif name == "sift":
             rows.append(
                 _one_core_row(
@@ -319,6 +357,8 @@ def _pool_task(task: tuple[str, int, int]) -> None:
         _POOL_STATE["out"][lo:hi] = vl_hog(x)
     elif name == "lbp":
         _POOL_STATE["out"][lo:hi] = vl_lbp(x)  # grey images, converted before timing
+    elif name == "lbp-rgb":  # RGB uint8: a VLFeat user's conversion, then vl_lbp
+        _POOL_STATE["out"][lo:hi] = vl_lbp(grey_for_vlfeat(x))
     else:
         _POOL_STATE["out"][lo:hi] = vl_sift(x)
 
@@ -328,9 +368,10 @@ class VlfeatPool:
 
     Generous to VLFeat: the processes start before timing, read the images from shared
     memory and write the features into shared memory (nothing pickled), and take parts of
-    16 images as they free up, as ``extract()``'s threads do. For LBP ``images`` are the
-    grey images (``to_grey``, MATLAB's ``rgb2gray``), converted before timing: VLFeat's
-    side does no conversion, ours (``extract`` from RGB) does.
+    16 images as they free up, as ``extract()``'s threads do. Task ``lbp`` takes grey
+    images (``to_grey``, MATLAB's ``rgb2gray``) converted before timing, so VLFeat's side
+    does no conversion while ours (``extract`` from RGB) does; task ``lbp-rgb`` takes the
+    RGB images and converts them in the workers (:func:`grey_for_vlfeat`).
     """
 
     def __init__(self, images: np.ndarray, out_shape: tuple[int, ...], workers: int) -> None:
@@ -428,8 +469,11 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         "writes the feature store); the same command as a new process (interpreter and "
         f"imports included), once per round. VLFeat: {cores} worker processes started "
         "before timing, parts of 16 images from shared memory into shared memory "
-        "(`VlfeatPool`); for LBP it gets the grey images, converted before timing (ours "
-        "converts from RGB inside `extract()`). Interleaved, best of "
+        "(`VlfeatPool`). LBP has two rows: 'VLFeat given grey' gets the grey images "
+        "converted before timing (ours converts from RGB inside `extract()`); 'both from "
+        "RGB' converts in its workers as a VLFeat user must (`grey_for_vlfeat`: the same "
+        "grey values, OpenCV table lookups), as our command does from the RGB image store. "
+        "Interleaved, best of "
         f"{repeat} rounds.",
         "",
         "| feature | images | `extract()` img/s | `invert extract` img/s (new process) | "
@@ -467,20 +511,29 @@ def bench_cores(store: Path, root: Path, names: list[str], repeat: int) -> list[
         clean = lambda _o=out: shutil.rmtree(_o, ignore_errors=True)  # noqa: E731
         stage.setup = clean  # type: ignore[attr-defined]
         stage_process.setup = clean  # type: ignore[attr-defined]
-        pool = VlfeatPool(to_grey(images) if name == "lbp" else images, shape, cores)
+        refs = [(name, to_grey(images) if name == "lbp" else images)]
+        if name == "lbp":  # both sides from the RGB store's images (grey_for_vlfeat)
+            refs.append(("lbp-rgb", images))
+        pools = [VlfeatPool(x, shape, cores) for _, x in refs]
         try:
-            ref = lambda _name=name, _p=pool: _p.run(_name)  # noqa: E731
-            ref()  # warm-up: every worker imports its libraries
+            calls = [lambda _t=task, _p=p: _p.run(_t) for (task, _), p in zip(refs, pools)]
+            for call in calls:
+                call()  # warm-up: every worker imports its libraries
             api()
-            t_api, t_stage, t_proc, t_ref = interleaved_best(repeat, api, stage, stage_process, ref)
-            agreement = _agreement(name, api(), ref())
+            t_api, t_stage, t_proc, *t_refs = interleaved_best(
+                repeat, api, stage, stage_process, *calls
+            )
+            agreement = [_agreement(name, api(), call()) for call in calls]
         finally:
-            pool.close()
-        rows.append(
-            f"| {name} | {n} | {n / t_api:.1f} | {n / t_stage:.1f} ({n / t_proc:.1f}) | "
-            f"{n / t_ref:.1f} | **{t_ref / t_api:.2f}x** | **{t_ref / t_stage:.2f}x** "
-            f"({t_ref / t_proc:.2f}x) | {agreement} |"
-        )
+            for pool in pools:
+                pool.close()
+        for (task, _), t_ref, agree in zip(refs, t_refs, agreement):
+            label = {"lbp": "lbp (VLFeat given grey)", "lbp-rgb": "lbp (both from RGB)"}
+            rows.append(
+                f"| {label.get(task, name)} | {n} | {n / t_api:.1f} | {n / t_stage:.1f} "
+                f"({n / t_proc:.1f}) | {n / t_ref:.1f} | **{t_ref / t_api:.2f}x** | "
+                f"**{t_ref / t_stage:.2f}x** ({t_ref / t_proc:.2f}x) | {agree} |"
+            )
     return rows
 
 
