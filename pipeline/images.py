@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import collages
 from pipeline.config import as_dict
 from pipeline.errors import BadImageError, ConfigError, ImageSourceError
 from pipeline.runner import RunnerParams, run_shards
@@ -74,9 +75,12 @@ SPLITS = ("train", "test")
 RENDER_VERSION = 1
 
 #: Photographs inside the dependencies (no download): scikit-image's colour and grey sample
-#: photographs and matplotlib's portrait of Grace Hopper; name -> (where, index). Grey ones are
-#: used as grey RGB (edges and textures the colour ones lack). The two stereo_motorcycle views
-#: are one source photograph, so they always land in the same split.
+#: photographs, matplotlib's portrait of Grace Hopper, scikit-learn's two sample photographs
+#: and PyWavelets' two grey ones; name -> (where, index), where ``where`` is a
+#: ``skimage.data`` function or ``PACKAGE:FILE`` inside an installed package (read as a file,
+#: the package is not imported). Grey ones are used as grey RGB (edges and textures the
+#: colour ones lack). The two stereo_motorcycle views are one source photograph, so they
+#: always land in the same split.
 SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
     "astronaut": ("astronaut", None),
     "chelsea": ("chelsea", None),
@@ -87,7 +91,7 @@ SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
     "rocket": ("rocket", None),
     "motorcycle_left": ("stereo_motorcycle", 0),
     "motorcycle_right": ("stereo_motorcycle", 1),
-    "grace_hopper": ("matplotlib:grace_hopper.jpg", None),
+    "grace_hopper": ("matplotlib:mpl-data/sample_data/grace_hopper.jpg", None),
     "camera": ("camera", None),
     "coins": ("coins", None),
     "moon": ("moon", None),
@@ -98,6 +102,10 @@ SAMPLE_PHOTOS: dict[str, tuple[str, int | None]] = {
     "text": ("text", None),
     "cell": ("cell", None),
     "clock": ("clock", None),
+    "china": ("sklearn:datasets/images/china.jpg", None),
+    "flower": ("sklearn:datasets/images/flower.jpg", None),
+    "aero": ("pywt:data/aero.npz", None),
+    "ascent": ("pywt:data/ascent.npz", None),
 }
 
 
@@ -113,6 +121,10 @@ class PrepareParams:
         Keep only the first ``limit`` records (quick runs).
     train_samples, test_samples : int
         ``sample`` source: crops drawn from the training / test photographs.
+    collages : int
+        ``sample`` source: training images that are dead-leaves collages of the training
+        photographs (:mod:`pipeline.collages`), after the ``train_samples`` crops; 0 (the
+        paper: photographs only) for none.
     test_photos : tuple of str
         ``sample`` source: photographs of the test split (names of ``SAMPLE_PHOTOS``).
     holdout_photos : tuple of str
@@ -139,6 +151,7 @@ class PrepareParams:
     limit: int | None = None
     train_samples: int = 2048
     test_samples: int = 64
+    collages: int = 0
     test_photos: tuple[str, ...] = ("astronaut", "coffee", "chelsea")
     holdout_photos: tuple[str, ...] = ("grace_hopper", "camera")
     crop_scale: tuple[float, float] = (0.3, 1.0)
@@ -185,6 +198,8 @@ class PrepareParams:
             )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive integer or null, got {self.limit}")
+        if self.collages < 0:
+            raise ConfigError(f"collages must be >= 0, got {self.collages}")
 
 
 @dataclass(frozen=True)
@@ -196,7 +211,8 @@ class ImageRecord:
     id : str
         Stable identifier (relative path, or ``photo/split/n`` for the sample source).
     path : str
-        File path, or ``skimage:NAME`` for a sample photograph.
+        File path, ``skimage:NAME`` for a sample photograph, or ``collage:SEED:NAME,...``
+        for a collage of sample photographs (:func:`pipeline.collages.collage_path`).
     split : str
         ``"train"`` or ``"test"``.
     label : int
@@ -218,22 +234,50 @@ class ImageRecord:
 # -- decoding -----------------------------------------------------------------------------
 @functools.lru_cache(maxsize=len(SAMPLE_PHOTOS))
 def _sample_photo(name: str) -> np.ndarray:
-    import skimage.data
-
     where, index = SAMPLE_PHOTOS[name]
-    if where.startswith("matplotlib:"):
-        import matplotlib
-        from PIL import Image
-
-        folder = Path(matplotlib.get_data_path()) / "sample_data"
-        with Image.open(folder / where.split(":", 1)[1]) as opened:
-            data = np.asarray(opened.convert("RGB"))
+    package, _, relative = where.rpartition(":")
+    if package:
+        data = _package_photo(package, relative)
     else:
+        import skimage.data
+
         data = getattr(skimage.data, where)()
     arr = np.asarray(data[index] if index is not None else data)
     if arr.ndim == 2:  # a grey photograph: grey RGB
         arr = np.repeat(arr[..., None], 3, axis=2)
     return np.ascontiguousarray(arr)
+
+
+def _package_photo(package: str, relative: str) -> np.ndarray:
+    """A photograph file inside an installed package, found without importing the package.
+
+    Parameters
+    ----------
+    package : str
+        Import name of the package (``matplotlib``, ``sklearn``, ``pywt``).
+    relative : str
+        Path of the file inside the package (``.npz`` files hold one array, ``data``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W, 3) or (H, W) uint8.
+    """
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImageSourceError(
+            f"sample photographs need the {package!r} package; install it: pip install -e ."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            return np.asarray(archive["data"])
+    with Image.open(path) as opened:
+        return np.asarray(opened.convert("RGB"))
 
 
 def load_image(path: str | Path, *, min_size: int = 1) -> tuple[np.ndarray, str | None]:
@@ -339,6 +383,10 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _render(record: ImageRecord, size: int, min_size: int) -> tuple[np.ndarray, str | None]:
+    made = collages.parse_collage_path(record.path)
+    if made is not None:
+        seed, names = made
+        return collages.collage([_sample_photo(n) for n in names], seed, size), None
     image, conversion = load_image(record.path, min_size=min_size)
     if record.crop is not None:
         top, left, side = (round(v) for v in record.crop)
@@ -389,6 +437,10 @@ def _sample_records(params: PrepareParams) -> list[ImageRecord]:
                     flip=flip,
                 )
             )
+    for i in range(params.collages):  # after every crop: the crops' records do not move
+        seed = int(np.random.default_rng([params.seed, i]).integers(2**31))
+        path = collages.collage_path(seed, train)
+        records.append(ImageRecord(f"collage/train/{i:05d}", path, "train"))
     return records
 
 
@@ -514,6 +566,11 @@ def list_records(source: str, params: PrepareParams) -> tuple[list[ImageRecord],
 
         info["skimage_version"] = version("scikit-image")
     elif kind in ("dir", "imagenet", "list"):
+        if params.collages:
+            raise ConfigError(
+                f"prepare.collages ({params.collages}) makes collages of the sample "
+                f"photographs; set it to 0 for the {kind!r} source"
+            )
         if not arg:
             raise ImageSourceError(f"source {kind!r} needs a path: --source {kind}:PATH")
         path = Path(arg)
@@ -639,7 +696,7 @@ def _source_fingerprint(records: Sequence[ImageRecord], info: dict[str, Any]) ->
     h = hashlib.sha256(repr(sorted(info.items())).encode())
     for r in records:
         h.update(repr((r.id, r.split, r.label, r.crop, r.flip)).encode())
-        if not r.path.startswith("skimage:"):
+        if not r.path.startswith(("skimage:", "collage:")):  # files only
             try:
                 st = Path(r.path).stat()
                 h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())

@@ -43,7 +43,8 @@ SHORT = TrainParams(
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """256 training crops of 15 photographs, 24 test crops of 3 others, a HOG decoder."""
+    """256 training crops of 19 photographs and 256 collages of them (as the embedded
+    default), 24 test crops of 3 others, a HOG decoder."""
     root = tmp_path_factory.mktemp("generalise")
     images = prepare(
         "sample",
@@ -51,6 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         PrepareParams(
             train_samples=256,
             test_samples=24,
+            collages=256,
             shard_size=64,
             runner=RunnerParams(workers=2, batch_size=32),
         ),
@@ -91,8 +93,8 @@ def test_the_input_statistics_are_the_training_features(trained: dict[str, Path]
     blob, config = read_model_file(trained["model"])
     mean, std = blob["model"]["input_norm.mean"], blob["model"]["input_norm.std"]
     store = open_store(trained["features"], kind="features")
-    idx = usable_indices(trained["features"], "train")  # all 256 (< input_statistics)
-    f = store.array("features")[:][idx].astype(np.float64)  # (256, 31, 32, 32)
+    idx = usable_indices(trained["features"], "train")  # all 512 (< input_statistics)
+    f = store.array("features")[:][idx].astype(np.float64)  # (512, 31, 32, 32)
     expected_mean = f.mean(axis=(0, 2, 3))
     expected_std = f.std(axis=(0, 2, 3))
     np.testing.assert_allclose(mean.numpy(), expected_mean, rtol=1e-5, atol=1e-7)
