@@ -247,7 +247,8 @@ def _caption(src: FigureInputs, random_weights: bool | str) -> str:
         info = {}
     if info.get("kind") == "sample":
         parts.append(
-            "Embedded default: crops of the photographs inside scikit-image and matplotlib, "
+            "Embedded default: crops of the photographs inside scikit-image, matplotlib, "
+            "scikit-learn and PyWavelets (and collages of the training ones), "
             "small decoders trained briefly on a CPU — not the paper's ImageNet run."
         )
     if random_weights:

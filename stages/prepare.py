@@ -22,7 +22,8 @@ from stages.common import (
     "--source",
     default="sample",
     show_default=True,
-    help="sample (photographs inside scikit-image), a folder or dir:PATH (every file below "
+    help="sample (the photographs shipped inside the dependencies, and prepare.collages "
+    "collages of the training ones), a folder or dir:PATH (every file below "
     "it), imagenet:PATH (train/<wnid>/*, val/), or a .txt file or list:FILE (one path a "
     "line). Use the prefix where a plain path is ambiguous (a folder named sample).",
 )
