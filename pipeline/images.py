@@ -645,6 +645,12 @@ def photo_crops(
                 f"{', '.join(SAMPLE_PHOTOS)}"
             )
         paths = [(n, f"skimage:{n}") for n in names]
+    elif kind not in ("dir", "list", "imagenet"):
+        raise ImageSourceError(
+            f"no photographs at {source!r}: not an existing folder or .txt file; give a folder "
+            "of photographs (or dir:PATH), a .txt list of files (or list:FILE), or "
+            "sample:NAME,NAME (invert score also takes holdout: prepare.holdout_photos)"
+        )
     else:
         records, _ = list_records(source, PrepareParams(test_fraction=0.0))
         paths = [(r.id, r.path) for r in records]

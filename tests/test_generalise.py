@@ -216,6 +216,8 @@ def test_score_command_on_a_folder(trained: dict[str, Path], tmp_path: Path) -> 
 def test_photo_sources_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ImageSourceError, match="names no sample photograph"):
         photo_crops("sample:lena", crops=0)
+    with pytest.raises(ImageSourceError, match=r"no photographs at .*sample:NAME,NAME.*holdout"):
+        photo_crops(str(tmp_path / "missing"), crops=0)
     (tmp_path / "bad.png").write_bytes(b"")
     with pytest.raises(ImageSourceError, match=r"no usable photograph.*bad.png: empty file"):
         photo_crops(str(tmp_path), crops=0)
