@@ -14,9 +14,8 @@ project departure for data-starved runs (README, "Departures"); the paper trains
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from pipeline.errors import ConfigError
@@ -49,17 +48,18 @@ def parse_collage_path(path: str) -> tuple[int, list[str]] | None:
     return int(seed), names.split(",")
 
 
-def _crop(photo: np.ndarray, rng: np.random.Generator, side: int) -> np.ndarray:
-    """A random square crop of ``photo``, possibly mirrored, resized to ``side`` pixels."""
+def _crop(
+    photo: np.ndarray, rng: np.random.Generator, side: int, resize: Callable[..., np.ndarray]
+) -> np.ndarray:
+    """A random square crop of ``photo``, possibly mirrored, resized to ``side`` pixels with
+    ``resize`` (:func:`pipeline.images.resize_center_crop`: the project's one resizing rule)."""
     h, w = photo.shape[:2]
     src = rng.uniform(*CROP_SCALE) * min(h, w)
     top, left = int(rng.uniform(0, h - src)), int(rng.uniform(0, w - src))
     part = photo[top : top + int(src), left : left + int(src)]
     if rng.random() < 0.5:
         part = part[:, ::-1]
-    grow = side > part.shape[0]
-    interpolation = cv2.INTER_CUBIC if grow else cv2.INTER_AREA
-    return cv2.resize(np.ascontiguousarray(part), (side, side), interpolation=interpolation)
+    return resize(np.ascontiguousarray(part), side)
 
 
 def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndarray:
@@ -79,10 +79,12 @@ def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndar
     -------
     (size, size, 3) ndarray of uint8
     """
+    from pipeline.images import resize_center_crop  # images imports this module
+
     if not photos:
         raise ConfigError("a collage needs at least one photograph")
     rng = np.random.default_rng([seed, size])
-    image = _crop(photos[int(rng.integers(len(photos)))], rng, size)
+    image = _crop(photos[int(rng.integers(len(photos)))], rng, size, resize_center_crop)
     scale = size / 256.0
     r_min, r_max = RADIUS[0] * scale, RADIUS[1] * scale
     yy, xx = np.mgrid[0:size, 0:size]
@@ -92,7 +94,7 @@ def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndar
         r = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
         cy, cx = rng.uniform(-r / 2, size + r / 2, 2)
         side = int(np.ceil(2 * r)) + 2
-        disk = _crop(photos[int(rng.integers(len(photos)))], rng, side)
+        disk = _crop(photos[int(rng.integers(len(photos)))], rng, side, resize_center_crop)
         y0, x0 = int(cy - side / 2), int(cx - side / 2)
         ys, xs = max(y0, 0), max(x0, 0)
         ye, xe = min(y0 + side, size), min(x0 + side, size)
