@@ -226,7 +226,8 @@ def read_model_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     Returns
     -------
     blob : dict
-        ``model`` (the decoder's state dict), ``encoder`` (autoencoders only), ``config``,
+        ``model`` (the decoder's state dict) or, for an ensemble (``train.ensemble > 1``),
+        ``members`` (a list of them); ``encoder`` (autoencoders only), ``config``,
         ``discriminator`` (``loss: deepsim`` runs only; not needed to reconstruct).
     config : dict
         The effective training config and provenance (parsed from ``blob["config"]``).
@@ -262,16 +263,24 @@ def load_decoder(
     Returns
     -------
     model : nn.Module
-        In eval mode, on ``device``.
+        In eval mode, on ``device``: the decoder, or the :class:`~pipeline.decoders.Ensemble`
+        of an ensemble's members.
     config : dict
         The effective training config and provenance it was trained with.
     """
     blob, config = read_model_file(path)
-    model = decoders.build(
-        config["target"], width=config["params"]["width"], in_channels=config.get("in_channels")
-    )
-    try:
-        model.load_state_dict(blob["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"decoder {str(path)!r} does not match its config: {err}") from err
+    states = blob["members"] if "members" in blob else [blob.get("model") or {}]
+    members = []
+    for state in states:
+        member = decoders.build(
+            config["target"], width=config["params"]["width"], in_channels=config.get("in_channels")
+        )
+        try:
+            member.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"decoder {str(path)!r} does not match its config: {err}"
+            ) from err
+        members.append(member)
+    model = members[0] if "members" not in blob else decoders.Ensemble(members)
     return model.to(device).eval(), config

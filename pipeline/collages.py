@@ -62,7 +62,13 @@ def _crop(
     return resize(np.ascontiguousarray(part), side)
 
 
-def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndarray:
+def collage(
+    photos: Sequence[np.ndarray],
+    seed: int,
+    size: int = 256,
+    *,
+    resize: Callable[[np.ndarray, int], np.ndarray],
+) -> np.ndarray:
     """A dead-leaves collage of ``photos``.
 
     Parameters
@@ -74,17 +80,19 @@ def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndar
         same seed and photographs give the same bytes.
     size : int
         Side of the collage.
+    resize : callable
+        ``resize(image, side)``: the project's one resizing rule,
+        :func:`pipeline.images.resize_center_crop` (passed in, so that this module, which
+        the training loader reads collage paths with, does not import the image sources).
 
     Returns
     -------
     (size, size, 3) ndarray of uint8
     """
-    from pipeline.images import resize_center_crop  # images imports this module
-
     if not photos:
         raise ConfigError("a collage needs at least one photograph")
     rng = np.random.default_rng([seed, size])
-    image = _crop(photos[int(rng.integers(len(photos)))], rng, size, resize_center_crop)
+    image = _crop(photos[int(rng.integers(len(photos)))], rng, size, resize)
     scale = size / 256.0
     r_min, r_max = RADIUS[0] * scale, RADIUS[1] * scale
     yy, xx = np.mgrid[0:size, 0:size]
@@ -94,7 +102,7 @@ def collage(photos: Sequence[np.ndarray], seed: int, size: int = 256) -> np.ndar
         r = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
         cy, cx = rng.uniform(-r / 2, size + r / 2, 2)
         side = int(np.ceil(2 * r)) + 2
-        disk = _crop(photos[int(rng.integers(len(photos)))], rng, side, resize_center_crop)
+        disk = _crop(photos[int(rng.integers(len(photos)))], rng, side, resize)
         y0, x0 = int(cy - side / 2), int(cx - side / 2)
         ys, xs = max(y0, 0), max(x0, 0)
         ye, xe = min(y0 + side, size), min(x0 + side, size)

@@ -23,7 +23,8 @@ Conventions shared by every decoder
 Public API: :data:`TARGETS`, :func:`input_shape`, :func:`output_size`, :func:`build`,
 :func:`parameter_count`, the family versions (:data:`FAMILY_VERSIONS`, :data:`FAMILIES`,
 :func:`family`, :func:`version`), and the model classes :class:`HogDecoder`, :class:`SiftDecoder`,
-:class:`LbpDecoder`, :class:`ConvDecoder`, :class:`FcDecoder`.
+:class:`LbpDecoder`, :class:`ConvDecoder`, :class:`FcDecoder`, and :class:`Ensemble` (the mean
+of several trained decoders of one target).
 
 References
 ----------
@@ -52,7 +53,7 @@ Departures from the paper (also in the README's table):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -67,6 +68,7 @@ __all__ = [
     "LEAKY_SLOPE",
     "TARGETS",
     "ConvDecoder",
+    "Ensemble",
     "FcDecoder",
     "HogDecoder",
     "InputNorm",
@@ -441,6 +443,34 @@ class FcDecoder(nn.Module):
         x = self.act(self.upconv3(x))  # (B, 64, 32, 32)
         x = self.act(self.upconv4(x))  # (B, 32, 64, 64)
         return self.upconv5(x)  # (B, 3, 128, 128), no activation
+
+
+class Ensemble(nn.Module):
+    """The mean of several decoders of one target: ``(B, ...)`` → ``(B, 3, S, S)``.
+
+    Decoders of one target trained from different seeds on a small training set make
+    different errors on new images; the mean of their reconstructions has a lower expected
+    squared error than a member's (by the members' spread), and varies less from one draw
+    of seeds to the next (``train.ensemble``; a departure from the paper, README).
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        Decoders with the same input and output shapes (at least one).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("an ensemble needs at least one decoder")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """features (B, ...) → the members' mean reconstruction (B, 3, S, S)."""
+        out = self.members[0](x)
+        for member in self.members[1:]:
+            out = out + member(x)
+        return out / len(self.members)
 
 
 @dataclass(frozen=True)

@@ -548,11 +548,17 @@ class Photos:
         trained with them.
     metrics_path : str or Path, optional
         Metrics JSON of their scores.
+    names : tuple of str
+        The photographs the crops come from, in order (file names or sample names; the
+        ``photo`` of :func:`pipeline.images.photo_crops`'s ``photo#k`` ids), recorded in the
+        metrics as ``photographs`` so that a score says what it was measured on; ``()``
+        records nothing.
     """
 
     images: np.ndarray
     feature_params: Any
     metrics_path: str | Path | None = None
+    names: tuple[str, ...] = ()
 
 
 def _photo_batch(
@@ -704,7 +710,7 @@ def evaluate(
     how = inv.mode if inv.loss == "pixel" else f"{inv.mode}, {inv.loss} loss"
     log.info("%s (%s): normalised error %.3f", inv.target, how, metrics["normalised_error"])
     if photos is not None:
-        scored = _score_batch(inv, photo_feats, photo_x, mean_image, nearest[1], params)
+        scored = _photo_scores(inv, photos, photo_feats, photo_x, mean_image, nearest[1], params)
         if photos.metrics_path is not None:
             _write_metrics(scored, photos.metrics_path)
         metrics = {**metrics, "photos": scored}
@@ -725,6 +731,25 @@ def _score_batch(
         recs.append(y)
         tgts.append(t)
     return _scores(inv, np.concatenate(tgts), np.concatenate(recs), mean_image, nearest, params)
+
+
+def _photo_scores(
+    inv: Decoded,
+    photos: Photos,
+    feats: torch.Tensor,
+    x: torch.Tensor,
+    mean_image: np.ndarray,
+    nearest: np.ndarray,
+    params: EvalParams,
+) -> dict[str, Any]:
+    """:func:`_score_batch` of the photographs' crops, naming the photographs (if known)."""
+    metrics = _score_batch(inv, feats, x, mean_image, nearest, params)
+    if photos.names:
+        named = {"photographs": list(photos.names)}
+        at = list(metrics).index("images") + 1  # right after the crop count
+        items = list(metrics.items())
+        metrics = dict(items[:at] + list(named.items()) + items[at:])
+    return metrics
 
 
 def score_photos(
@@ -757,7 +782,8 @@ def score_photos(
     Returns
     -------
     dict
-        As :func:`evaluate`'s metrics, with ``images`` the number of photographs' crops.
+        As :func:`evaluate`'s metrics, with ``images`` the number of photographs' crops,
+        followed by ``photographs``: their names (``photos.names``), when given.
     """
     params = params or EvalParams()
     inv = load_inverter(model_path, device=params.device)
@@ -765,7 +791,7 @@ def score_photos(
     mean_image, (nearest,) = trivial_predictions(
         inv, images_path, features_path, [feats.numpy().reshape(len(feats), -1)], params
     )
-    metrics = _score_batch(inv, feats, x, mean_image, nearest, params)
+    metrics = _photo_scores(inv, photos, feats, x, mean_image, nearest, params)
     if photos.metrics_path is not None:
         _write_metrics(metrics, photos.metrics_path)
     return metrics

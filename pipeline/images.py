@@ -386,7 +386,8 @@ def _render(record: ImageRecord, size: int, min_size: int) -> tuple[np.ndarray, 
     made = collages.parse_collage_path(record.path)
     if made is not None:
         seed, names = made
-        return collages.collage([_sample_photo(n) for n in names], seed, size), None
+        photos = [_sample_photo(n) for n in names]
+        return collages.collage(photos, seed, size, resize=resize_center_crop), None
     image, conversion = load_image(record.path, min_size=min_size)
     if record.crop is not None:
         top, left, side = (round(v) for v in record.crop)

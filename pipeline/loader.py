@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline import collages as collage_paths
 from pipeline.errors import ConfigError, StoreError
 from pipeline.shards import copy_checked
 from pipeline.store import CheckedArray, open_store
@@ -97,6 +98,23 @@ def usable_indices(store_path: str | Path, split: str) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def collage_samples(images_path: str | Path) -> np.ndarray:
+    """Which samples of an image store are collages rather than photographs.
+
+    Parameters
+    ----------
+    images_path : str or Path
+        An image store (``invert prepare``); its ``paths`` name each sample's source, and a
+        collage's is ``collage:SEED:NAME,...`` (:func:`pipeline.collages.collage_path`).
+
+    Returns
+    -------
+    (N,) ndarray of bool
+    """
+    paths = open_store(images_path, kind="images").array("paths")[:]
+    return np.array([collage_paths.parse_collage_path(str(p)) is not None for p in paths], bool)
+
+
 class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
     """An endless, seekable stream of ``(features, image)`` batches.
 
@@ -117,6 +135,10 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         Global batch index to start at (resume); earlier batches are skipped without reading.
     rank, world_size : int
         DDP rank and number of ranks: each rank streams its own blocks.
+    collages : bool
+        Stream the image store's collages too (:func:`collage_samples`); ``False``: its
+        photographs only. The read order is the same either way (collage reads give no
+        samples), so a store's photographs come in the same blocks.
     """
 
     def __init__(
@@ -131,6 +153,7 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
         start_batch: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        collages: bool = True,
     ) -> None:
         super().__init__()
         self.images_path = str(images_path)
@@ -153,6 +176,13 @@ class StoreStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             keep &= open_store(images_path).array("valid")[:] > 0
         if not keep.any():
             raise StoreError(f"no usable {split!r} samples in {ref!r}")
+        if not collages:
+            keep &= ~collage_samples(images_path)
+            if not keep.any():
+                raise StoreError(
+                    f"the {split!r} samples of {str(images_path)!r} are all collages; train "
+                    "on them (train.collages: true) or prepare photographs too"
+                )
         self.keep = keep
         self.num_reads = -(-self.num_samples // self.unit)
         self.counts = np.add.reduceat(keep, np.arange(0, self.num_samples, self.unit))

@@ -62,6 +62,16 @@ class TrainParams:
         feature store (the sane choice for CONV1 at ImageNet scale).
     eval_batches : int
         Test-split batches averaged for the final ``test_loss``.
+    collages : bool
+        Train on the image store's collages as well as its photographs (``prepare.collages``,
+        :mod:`pipeline.collages`); ``false``: on the photographs only (the same store, the
+        collages skipped by the loader and the input statistics). A per-target choice: LBP
+        codes carry no intensity, and the collages' flat disks did not teach an LBP decoder
+        to guess it on new photographs (README, results).
+    ensemble : int
+        Decoders trained, from seeds ``seed``, ``seed + 1``, ...; more than one makes the
+        model file an ensemble that decodes with their mean
+        (:class:`pipeline.decoders.Ensemble`). 1 is the paper. Fixed mode, pixel loss only.
     input_statistics : int
         Training samples whose features set the decoder's per-channel input standardisation
         (:class:`pipeline.decoders.InputNorm`); 0 leaves the raw features (the paper). Not
@@ -80,7 +90,9 @@ class TrainParams:
     Notes
     -----
     ``loss`` and ``deepsim`` enter the recorded config and the run identity only when
-    ``loss`` is ``deepsim``, so a pixel run's files are those of the code before DeePSiM.
+    ``loss`` is ``deepsim``, so a pixel run's files are those of the code before DeePSiM;
+    ``collages`` only when it is ``false`` and ``ensemble`` only when it is above 1, for
+    the same reason.
 
     References
     ----------
@@ -103,6 +115,8 @@ class TrainParams:
     online: bool = False
     eval_batches: int = 4
     input_statistics: int = 1024
+    collages: bool = True
+    ensemble: int = 1
     loader: LoaderParams = field(default_factory=LoaderParams)
     loss: Literal["pixel", "deepsim"] = "pixel"
     deepsim: DeepSimParams = field(default_factory=DeepSimParams)
@@ -123,11 +137,17 @@ class TrainParams:
             "log_every": self.log_every >= 1,
             "eval_batches": self.eval_batches >= 0,
             "input_statistics": self.input_statistics >= 0,
+            "ensemble": self.ensemble >= 1,
             "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid train value(s) for {', '.join(bad)}: {self}")
+        if self.ensemble > 1 and (self.mode != "fixed" or self.loss != "pixel"):
+            raise ConfigError(
+                f"train.ensemble: {self.ensemble} trains fixed decoders with the pixel loss; "
+                f"this run is mode {self.mode}, loss {self.loss}: set ensemble to 1 for it"
+            )
 
     def record(self) -> dict[str, Any]:
         """The params as recorded in ``config.json``, ``model.pt`` and every checkpoint.
@@ -136,6 +156,10 @@ class TrainParams:
         copy of ``loss``): a pixel run records what it recorded before DeePSiM existed.
         """
         d = as_dict(self)
+        if self.collages:  # the defaults: recorded as before the keys existed
+            d.pop("collages")
+        if self.ensemble == 1:
+            d.pop("ensemble")
         if self.loss == "pixel":
             d.pop("loss")
             d.pop("deepsim")

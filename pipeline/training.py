@@ -44,7 +44,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ from pipeline.checkpoints import (
 from pipeline.deepsim_training import Adversary, DeepSimStep, deepsim_step, step_rng
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError, IncompatibleStoreError, PipelineError
-from pipeline.loader import StoreStream, make_loader, usable_indices
+from pipeline.loader import StoreStream, collage_samples, make_loader, usable_indices
 from pipeline.pixels import target_images
 from pipeline.progress import progress_bar
 from pipeline.provenance import identity_params, open_feature_store
@@ -76,6 +77,7 @@ from pipeline.train_params import TrainParams, parse_train_section
 __all__ = [
     "TrainParams",
     "TrainResult",
+    "diverged",
     "evaluate_loss",
     "input_statistics",
     "parse_train_section",
@@ -172,10 +174,18 @@ def input_statistics(
 
 
 def _feature_batches(
-    source: Callable[[np.ndarray], torch.Tensor], store_path: str | Path, count: int, seed: int
+    source: Callable[[np.ndarray], torch.Tensor],
+    store_path: str | Path,
+    count: int,
+    seed: int,
+    skip: np.ndarray | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Features of ``count`` training samples of ``store_path`` in store order, 64 at a time."""
-    subset = trivial.training_subset(usable_indices(store_path, "train"), count, seed)
+    """Features of ``count`` training samples of ``store_path`` in store order, 64 at a time;
+    samples where the (N,) bool ``skip`` is set are not drawn."""
+    usable = usable_indices(store_path, "train")
+    if skip is not None:
+        usable = usable[~skip[usable]]
+    subset = trivial.training_subset(usable, count, seed)
     for i in range(0, len(subset), 64):
         yield source(subset[i : i + 64])
 
@@ -441,7 +451,8 @@ def _build_decoder(
     assert isinstance(norm, decoders.InputNorm)
     path = inputs.images_path if inputs.features_path is None else inputs.features_path
     read = _sample_features(inputs, device)
-    stats = _feature_batches(read, path, params.input_statistics, params.seed)
+    skip = None if params.collages else collage_samples(inputs.images_path)
+    stats = _feature_batches(read, path, params.input_statistics, params.seed, skip)
     mean, std = input_statistics(stats, inputs.in_channels)
     norm.set(mean.to(device), std.to(device))
     return model
@@ -514,6 +525,35 @@ def _batches(loader: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     yield from loader
 
 
+#: A pixel loss above ``DIVERGENCE_FACTOR`` times the median of the last
+#: ``DIVERGENCE_WINDOW`` steps' is a divergence (:func:`diverged`): targets lie in
+#: [-0.5, 0.5], so a sane decoder's loss never jumps three orders of magnitude.
+DIVERGENCE_FACTOR = 1000.0
+DIVERGENCE_WINDOW = 50
+
+
+def diverged(recent: Sequence[float], loss: float) -> bool:
+    """Whether the pixel ``loss`` of a step is a divergence after the losses ``recent``.
+
+    Parameters
+    ----------
+    recent : sequence of float
+        The pixel losses of the steps before it, oldest first; fewer than
+        :data:`DIVERGENCE_WINDOW` (the start of a run, or of a resumed one) never diverge.
+    loss : float
+
+    Returns
+    -------
+    bool
+        ``loss > DIVERGENCE_FACTOR * median(recent[-DIVERGENCE_WINDOW:])``. Adam at a rate
+        too high for a decoder can run stable for hundreds of steps and then explode (LBP,
+        width 0.5, lr 1e-3: 0.018 to 3.7e5 within 80 steps); its weights decode noise.
+    """
+    if len(recent) < DIVERGENCE_WINDOW:
+        return False
+    return loss > DIVERGENCE_FACTOR * float(np.median(list(recent)[-DIVERGENCE_WINDOW:]))
+
+
 class _Meter:
     """The loss curve, the losses since its last point, the progress bar (cf. ``MetricLogger``).
 
@@ -528,6 +568,7 @@ class _Meter:
     ) -> None:
         self.params, self.curve = params, curve
         self.running: list[Any] = []  # floats, or rows of floats (DeePSiM)
+        self.recent: deque[float] = deque(maxlen=DIVERGENCE_WINDOW)  # pixel losses
         self.bar = progress_bar(
             total=params.steps,
             initial=step,
@@ -541,6 +582,8 @@ class _Meter:
     def update(self, step: int, loss: float | tuple[float, ...]) -> None:
         """Record the loss (or row of losses) of the step that brought the run to ``step``."""
         self.running.append(loss)
+        if not isinstance(loss, tuple):
+            self.recent.append(loss)
         if step % self.params.log_every == 0 or step == self.params.steps:
             if isinstance(loss, tuple):
                 self.curve.append([step, *(float(np.mean(c)) for c in zip(*self.running))])
@@ -619,6 +662,14 @@ def _run_steps(
                     ).row()
         except PipelineError as err:
             raise PipelineError(f"train {run.target}, step {step}: {err}") from None
+        if not isinstance(loss, tuple) and diverged(meter.recent, loss):
+            median = float(np.median(list(meter.recent)))
+            raise PipelineError(
+                f"train {run.target}, step {step}: the loss diverged ({loss:.3g} against a "
+                f"median of {median:.3g} over the last {len(meter.recent)} steps); nothing "
+                "from this step on is saved (the last checkpoint is kept): lower train.lr "
+                "or train.lr_decay_every for this target, which starts a new run"
+            )
         sched.step()
         meter.update(step + 1, loss)
 
@@ -658,6 +709,7 @@ def _fit(
         start_batch=step,
         rank=run.rank,
         world_size=run.world,
+        collages=p.collages,
     )
     loader = make_loader(stream, pin_memory=device.type == "cuda")
     meter = _Meter(run.target, p, step, curve, show=progress and run.rank == 0)
@@ -812,22 +864,50 @@ def train(
         if params.mode != "fixed":
             raise ConfigError("--init-from starts a fixed decoder; not an autoencoder")
         config["init"] = _init_record(init_from, config)
-    identity = identity_of({**config, "params": params.identity_fields(), "world_size": world})
-    folder = Path(checkpoints) / f"{target}-{identity[:16]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    run = _Run(target, params, device, rank, world, config, identity, folder)
-
-    model = _build_decoder(target, params, inputs, device)
-    if init_from is not None:
-        model.load_state_dict(read_model_file(init_from)[0]["model"])
-    opt, sched = _build_optimiser(model, inputs.encoder_net, params)
-    adversary = _build_adversary(params, inputs, comparator, device)
-    step, curve = _fit(run, model, opt, sched, inputs, progress=progress, adversary=adversary)
+    if init_from is not None and "members" in read_model_file(init_from)[0]:
+        raise ConfigError(
+            f"--init-from {str(init_from)!r} is an ensemble (train.ensemble > 1); start from a "
+            "single decoder"
+        )
+    models: list[nn.Module] = []
+    curves: list[list[list[float]]] = []
+    for m in range(params.ensemble):
+        # member m: the run of seed + m alone (its own checkpoints; member 0 is the plain run)
+        member = (
+            params if params.ensemble == 1 else replace(params, seed=params.seed + m, ensemble=1)
+        )
+        made = config if member is params else {**config, "params": member.record()}
+        identity = identity_of({**made, "params": member.identity_fields(), "world_size": world})
+        folder = Path(checkpoints) / f"{target}-{identity[:16]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        run = _Run(target, member, device, rank, world, made, identity, folder)
+        if params.ensemble > 1:
+            log.info(
+                "train %s: ensemble member %d of %d (seed %d)",
+                target,
+                m + 1,
+                params.ensemble,
+                member.seed,
+            )
+        model = _build_decoder(target, member, inputs, device)
+        if init_from is not None:
+            model.load_state_dict(read_model_file(init_from)[0]["model"])
+        opt, sched = _build_optimiser(model, inputs.encoder_net, member)
+        adversary = _build_adversary(member, inputs, comparator, device)
+        step, curve = _fit(run, model, opt, sched, inputs, progress=progress, adversary=adversary)
+        models.append(model)
+        curves.append(curve)
     if rank != 0:
         return TrainResult(Path(out) / "model.pt", {"rank": rank})
-    metrics = _metrics(run, model, inputs, step, curve, adversary)
     out = Path(out)
-    disc = None if adversary is None else adversary.disc
-    weights = model_weights(model, config, inputs.encoder_net, disc)
+    if len(models) == 1:
+        metrics = _metrics(run, model, inputs, step, curve, adversary)
+        disc = None if adversary is None else adversary.disc
+        weights = model_weights(model, config, inputs.encoder_net, disc)
+    else:  # the members' mean decodes; the loss curve is the members' mean at each step
+        curve = [[rows[0][0], sum(r[1] for r in rows) / len(rows)] for rows in zip(*curves)]
+        metrics = _metrics(run, decoders.Ensemble(models), inputs, step, curve)
+        states = [m.state_dict() for m in models]
+        weights = {"members": states, "config": json.dumps(config)}
     _write_outputs(out, weights, config, metrics, curve, metrics_path, plots_path)
     return TrainResult(out / "model.pt", metrics)

@@ -82,8 +82,8 @@ def load_photos(
             raise ConfigError("--photos holdout: prepare.holdout_photos is empty in the params")
         photos = "sample:" + ",".join(prepare.holdout_photos)
     ids, images = photo_crops(photos, crops=params.photo_crops)
-    photographs = len({i.split("#")[0] for i in ids})
-    return Photos(images, feature_params, metrics_path), photographs
+    names = tuple(dict.fromkeys(i.rpartition("#")[0] for i in ids))  # in order, once each
+    return Photos(images, feature_params, metrics_path, names), len(names)
 
 
 def echo_score(m: dict[str, Any], photographs: int) -> None:

@@ -135,13 +135,14 @@ def test_score_on_new_photographs(trained: dict[str, Path], tmp_path: Path) -> N
     np.testing.assert_array_equal(again, photos[3:])  # a photograph's crops ignore the others
     m = score_photos(
         trained["model"],
-        Photos(photos, HogParams(), tmp_path / "photos.json"),
+        Photos(photos, HogParams(), tmp_path / "photos.json", ("grace_hopper", "camera")),
         images_path=trained["images"],
         features_path=trained["features"],
         params=EvalParams(device="cpu", baseline_images=64),
     )
     assert m["images"] == 6 and m["target"] == "hog"
-    assert json.loads((tmp_path / "photos.json").read_text())["images"] == 6
+    written = json.loads((tmp_path / "photos.json").read_text())
+    assert written["images"] == 6 and written["photographs"] == ["grace_hopper", "camera"]
     assert 0.2 < m["normalised_error"] < 1.5 and 0.2 < m["mean_image"] < 1.5
     with pytest.raises(IncompatibleStoreError, match="score it with the params file"):
         score_photos(
@@ -158,7 +159,7 @@ def test_score_on_new_photographs(trained: dict[str, Path], tmp_path: Path) -> N
         features_path=trained["features"],
         out=tmp_path / "recs.zarr",
         params=EvalParams(device="cpu", baseline_images=64),
-        photos=Photos(photos, HogParams(), tmp_path / "both.json"),
+        photos=Photos(photos, HogParams(), tmp_path / "both.json", ("grace_hopper", "camera")),
     )
     assert both["photos"] == m
     assert (tmp_path / "both.json").read_bytes() == (tmp_path / "photos.json").read_bytes()
@@ -210,7 +211,9 @@ def test_score_command_on_a_folder(trained: dict[str, Path], tmp_path: Path) -> 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "on 4 crops of 2 new photographs" in result.output
-    assert json.loads((tmp_path / "m.json").read_text())["images"] == 4
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["images"] == 4  # the broken file is skipped, and not named
+    assert sorted(written["photographs"]) == ["coins.png", "grace_hopper.png"]
 
 
 def test_photo_sources_are_checked(tmp_path: Path) -> None:

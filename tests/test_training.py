@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,13 @@ import torch
 import yaml
 
 from pipeline.checkpoints import load_decoder
-from pipeline.errors import CheckpointError, ConfigError, CorruptStoreError, IncompatibleStoreError
+from pipeline.errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptStoreError,
+    IncompatibleStoreError,
+    PipelineError,
+)
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.images import prepare
 from pipeline.loader import LoaderParams, StoreStream, make_loader, usable_indices
@@ -97,6 +104,94 @@ def test_outputs_metrics_plots_and_loading(
     assert config["features_fingerprint"]
     out = model(torch.zeros(1, 31, 32, 32))
     assert out.shape == (1, 3, 256, 256)
+
+
+def test_an_ensemble_is_its_members_plain_runs_and_decodes_with_their_mean(
+    image_store: Path, hog_store: Path, tmp_path: Path
+) -> None:
+    """train.ensemble: 2 trains the runs of seeds 0 and 1 (member 0 shares the plain run's
+    checkpoints) and its model file decodes with the mean of the two decoders."""
+    from pipeline.decoders import Ensemble
+
+    seeds = [
+        _weights(_run(image_store, hog_store, tmp_path / f"seed{s}", replace(TINY, seed=s)))
+        for s in (0, 1)
+    ]
+    assert any(not torch.equal(seeds[0][k], seeds[1][k]) for k in seeds[0])
+    root = tmp_path / "ens"
+    shutil.copytree(tmp_path / "seed0" / "ckpt", root / "ckpt")  # member 0: nothing to train
+    path = _run(image_store, hog_store, root, replace(TINY, ensemble=2))
+    blob = torch.load(path, weights_only=True)
+    assert "model" not in blob and len(blob["members"]) == 2
+    for member, alone in zip(blob["members"], seeds, strict=True):
+        assert member.keys() == alone.keys()
+        assert all(torch.equal(member[k], alone[k]) for k in alone)
+    assert len(list((root / "ckpt").iterdir())) == 2  # one checkpoint folder per member
+    model, config = load_decoder(path)
+    assert isinstance(model, Ensemble) and config["params"]["ensemble"] == 2
+    assert "ensemble" not in load_decoder(tmp_path / "seed0" / "out" / "model.pt")[1]["params"]
+    x = torch.randn(2, 31, 32, 32)
+    singles = [load_decoder(tmp_path / f"seed{s}" / "out" / "model.pt")[0] for s in (0, 1)]
+    with torch.no_grad():
+        expected = (singles[0](x) + singles[1](x)) / 2
+        torch.testing.assert_close(model(x), expected)
+    metrics = json.loads((root / "m.json").read_text())
+    assert (
+        metrics["parameters"]
+        == 2 * json.loads((tmp_path / "seed0" / "m.json").read_text())["parameters"]
+    )
+    with pytest.raises(ConfigError, match="ensemble"):
+        train(
+            "hog",
+            images_path=image_store,
+            features_path=hog_store,
+            out=tmp_path / "ft",
+            checkpoints=tmp_path / "ft-ckpt",
+            params=TINY,
+            progress=False,
+            init_from=path,
+        )
+    with pytest.raises(ConfigError, match="set ensemble to 1"):
+        replace(TINY, ensemble=2, mode="autoencoder")
+    with pytest.raises(ConfigError, match="ensemble"):
+        replace(TINY, ensemble=0)
+
+
+def test_divergence_rule() -> None:
+    """A loss 1000x the recent median is a divergence; a young run, noise and spikes are not."""
+    from pipeline.training import DIVERGENCE_WINDOW, diverged
+
+    steady = [0.02] * DIVERGENCE_WINDOW
+    assert diverged(steady, 3.7e5) and diverged(steady, 20.5)
+    assert not diverged(steady, 19.9)
+    assert not diverged(steady[:-1], 3.7e5)  # too few steps to judge (a start, a resume)
+    rng = np.random.default_rng(0)
+    curve = 0.1 * np.exp(-np.arange(2000) / 500) * rng.uniform(0.5, 1.5, 2000)
+    curve[::97] *= 20  # occasional hard batches
+    assert not any(diverged(list(curve[:k]), float(curve[k])) for k in range(len(curve)))
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(
+    image_store: Path, hog_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run of the LBP study: stable, then exploding. Training stops with an error that
+    says what to change, and nothing from the exploding steps is written."""
+    import pipeline.training as training
+
+    real, calls = training.train_step, []
+
+    def exploding(*args: object, **kwargs: object) -> float:
+        loss = real(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(loss)
+        return loss if len(calls) <= 55 else 1e6
+
+    monkeypatch.setattr(training, "train_step", exploding)
+    params = replace(TINY, steps=80, checkpoint_every=50)
+    with pytest.raises(PipelineError, match=r"step 55: the loss diverged .*lower train.lr"):
+        _run(image_store, hog_store, tmp_path, params)
+    (folder,) = (tmp_path / "ckpt").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["step-50.pt"]
+    assert not (tmp_path / "out" / "model.pt").exists()
 
 
 def test_truncated_checkpoint_falls_back_then_refuses(
