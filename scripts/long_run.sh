@@ -11,6 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec dvc exp run -n "${RUN_NAME:-embedded-long}" \
-  -S 'report.run=embedded long run, LBP as the mean of 3 decoders of width 0.5' \
+  -S 'report.run=embedded long run (LBP as the mean of 3 decoders of width 0.5)' \
   -S train.lbp.width=0.5 -S train.lbp.steps=1000 -S train.lbp.lr_decay_every=500 \
   -S train.lbp.collages=false -S train.lbp.ensemble=3 "$@"
