@@ -10,7 +10,8 @@
 #                                 # git checkout -- . && dvc checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ++KEY: set the key, adding it where params.yaml does not have it yet (Hydra syntax)
 exec dvc exp run -n "${RUN_NAME:-embedded-long}" \
-  -S 'report.run=embedded long run (LBP as the mean of 3 decoders of width 0.5)' \
-  -S train.lbp.width=0.5 -S train.lbp.steps=1000 -S train.lbp.lr_decay_every=500 \
-  -S train.lbp.collages=false -S train.lbp.ensemble=3 "$@"
+  -S "report.run='embedded long run (LBP: the mean of 3 decoders of width 0.5)'" \
+  -S ++train.lbp.width=0.5 -S ++train.lbp.steps=1000 -S ++train.lbp.lr_decay_every=500 \
+  -S ++train.lbp.collages=false -S ++train.lbp.ensemble=3 "$@"
