@@ -71,7 +71,9 @@ class TrainParams:
     ensemble : int
         Decoders trained, from seeds ``seed``, ``seed + 1``, ...; more than one makes the
         model file an ensemble that decodes with their mean
-        (:class:`pipeline.decoders.Ensemble`). 1 is the paper. Fixed mode, pixel loss only.
+        (:class:`pipeline.decoders.Ensemble`). 1 is the paper. Fixed mode with the pixel
+        loss only (:func:`pipeline.training.train` refuses the others; a target's
+        subsection may set it while other targets train as autoencoders).
     input_statistics : int
         Training samples whose features set the decoder's per-channel input standardisation
         (:class:`pipeline.decoders.InputNorm`); 0 leaves the raw features (the paper). Not
@@ -143,11 +145,6 @@ class TrainParams:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid train value(s) for {', '.join(bad)}: {self}")
-        if self.ensemble > 1 and (self.mode != "fixed" or self.loss != "pixel"):
-            raise ConfigError(
-                f"train.ensemble: {self.ensemble} trains fixed decoders with the pixel loss; "
-                f"this run is mode {self.mode}, loss {self.loss}: set ensemble to 1 for it"
-            )
 
     def record(self) -> dict[str, Any]:
         """The params as recorded in ``config.json``, ``model.pt`` and every checkpoint.

@@ -854,6 +854,12 @@ def train(
     """
     if target not in decoders.TARGETS:
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
+    if params.ensemble > 1 and (params.mode != "fixed" or params.loss != "pixel"):
+        raise ConfigError(
+            f"train.ensemble: {params.ensemble} trains fixed decoders with the pixel loss; "
+            f"this {target} run is mode {params.mode}, loss {params.loss}: set "
+            f"train.{target}.ensemble to 1"
+        )
     if feature_params is None or isinstance(feature_params, Mapping):
         feature_params = features.parse_params(target, dict(feature_params or {}))
     comparator = deepsim_training.comparator_params(params.deepsim, comparator_params)

@@ -151,8 +151,20 @@ def test_an_ensemble_is_its_members_plain_runs_and_decodes_with_their_mean(
             progress=False,
             init_from=path,
         )
-    with pytest.raises(ConfigError, match="set ensemble to 1"):
-        replace(TINY, ensemble=2, mode="autoencoder")
+    with pytest.raises(ConfigError, match=r"set train.hog.ensemble to 1"):
+        train(
+            "hog",
+            images_path=image_store,
+            features_path=None,
+            out=tmp_path / "ae",
+            checkpoints=tmp_path / "ae-ckpt",
+            params=replace(TINY, ensemble=2, mode="autoencoder"),
+            progress=False,
+        )
+    # one target's ensemble leaves the others' runs (an autoencoder here) alone
+    section = {"steps": 10, "lbp": {"ensemble": 3, "collages": False}}
+    assert parse_train_section({**section, "mode": "autoencoder"}, "conv2").ensemble == 1
+    assert parse_train_section(section, "lbp").ensemble == 3
     with pytest.raises(ConfigError, match="ensemble"):
         replace(TINY, ensemble=0)
 
