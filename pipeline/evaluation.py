@@ -743,13 +743,12 @@ def _photo_scores(
     params: EvalParams,
 ) -> dict[str, Any]:
     """:func:`_score_batch` of the photographs' crops, naming the photographs (if known)."""
-    metrics = _score_batch(inv, feats, x, mean_image, nearest, params)
-    if photos.names:
-        named = {"photographs": list(photos.names)}
-        at = list(metrics).index("images") + 1  # right after the crop count
-        items = list(metrics.items())
-        metrics = dict(items[:at] + list(named.items()) + items[at:])
-    return metrics
+    scored: dict[str, Any] = {}
+    for key, value in _score_batch(inv, feats, x, mean_image, nearest, params).items():
+        scored[key] = value
+        if key == "images" and photos.names:  # right after the crop count
+            scored["photographs"] = list(photos.names)
+    return scored
 
 
 def score_photos(

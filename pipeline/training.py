@@ -665,7 +665,8 @@ def _run_steps(
         if not isinstance(loss, tuple) and diverged(meter.recent, loss):
             median = float(np.median(list(meter.recent)))
             raise PipelineError(
-                f"train {run.target}, step {step}: the loss diverged ({loss:.3g} against a "
+                f"train {run.target} (seed {run.params.seed}), step {step}: the loss "
+                f"diverged ({loss:.3g} against a "
                 f"median of {median:.3g} over the last {len(meter.recent)} steps); nothing "
                 "from this step on is saved (the last checkpoint is kept): lower train.lr "
                 "or train.lr_decay_every for this target, which starts a new run"

@@ -28,8 +28,12 @@ fi
 
 # PyTorch CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 # On a GPU machine install the CUDA build of your choice before running this script.
+# A local or mirrored `+cpu` wheel first (offline machines, pip's find-links); otherwise
+# PyTorch's CPU index, since PyPI's Linux `torch` is the CUDA build.
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install -q "torch==2.13.0"
+  "$PY" -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+    || "$PY" -m pip install -q "torch==2.13.0" \
+      --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
 fi
 "$PY" -m pip install -q -e ".[test]"
 if [ -e /usr/include/vl/hog.h ] && ! "$PY" -c "import cyvlfeat" 2>/dev/null; then

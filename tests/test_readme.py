@@ -6,10 +6,13 @@ on either side without the other fails with the line to fix.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from pipeline import decoders
 from pipeline.alexnet.activations import AlexNetParams
@@ -75,3 +78,83 @@ def _is_grey(name: str) -> bool:
 
     image, _ = load_image(f"skimage:{name}")
     return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _committed(path: str) -> str:
+    """``path`` as the last commit holds it (a local `dvc repro` on another CPU may differ)."""
+    import subprocess
+
+    try:
+        shown = subprocess.run(
+            ["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git clone: the README's results are checked against the last commit")
+    return shown.stdout
+
+
+def _metrics(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(_committed(f"metrics/eval/{name}.json"))
+    return data
+
+
+def _cells(text: str) -> dict[str, dict[str, str]]:
+    """An ``invert table`` as {target: {column: cell}} (the dashes line gives the columns)."""
+    lines = text.strip().splitlines()
+    dashes = lines[1]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", dashes)]
+    heads = [lines[0][a:b].strip() for a, b in spans]
+    rows = {}
+    for line in lines[2:]:
+        if not line.strip():
+            break
+        cells = [line[a : b + 1].strip() for a, b in spans]
+        rows[cells[0]] = dict(zip(heads, cells))
+    return rows
+
+
+def test_the_error_table_is_the_committed_metrics(tmp_path: Path) -> None:
+    """The README's ``invert table`` block is what the command prints from the committed metrics.
+
+    "ours on [1]'s" comes from ``figures/same_images.json``, a DVC output that a clone has
+    only after ``dvc repro`` or ``dvc pull``; every other cell is checked.
+    """
+    from pipeline.tables import error_table
+
+    for folder in ("eval", "photos"):
+        (tmp_path / folder).mkdir()
+        listed = _committed(f"metrics/{folder}").splitlines()[2:]  # "tree …", "", names
+        for name in listed:
+            (tmp_path / folder / name).write_text(_committed(f"metrics/{folder}/{name}"))
+    printed = _cells(error_table(tmp_path / "eval"))
+    block = README.split("## Results of the embedded default")[1].split("```")[1]
+    stated = _cells(block)
+    assert list(stated) == list(printed)
+    for target, row in printed.items():
+        for column, cell in row.items():
+            if column != "ours on [1]'s":
+                assert stated[target][column] == cell, (
+                    f"README 'Results of the embedded default', {target} / {column}: {cell} "
+                    "(paste the output of `invert table` again)"
+                )
+
+
+def test_the_deepsim_table_is_the_committed_metrics() -> None:
+    """Each cell 'error / SSIM / hf' of the DeePSiM results table is metrics/eval/{T,ds_T}.json."""
+    section = README.split("| target | pixel loss | DeePSiM (20 steps of fine-tuning) |")[1]
+    rows = re.findall(r"^  \| ([A-Z0-9]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, re.M)
+    assert [row[0] for row in rows] == ["HOG", "CONV5", "FC8"]
+    for target, pixel, deepsim, mean in rows:
+        for cell, name, block in (
+            (pixel, target.lower(), "reconstructions"),
+            (deepsim, f"ds_{target.lower()}", "reconstructions"),
+            (mean, target.lower(), "mean_image"),
+        ):
+            m = _metrics(name)
+            sharp = m["sharpness"][block]
+            error = m["normalised_error"] if block == "reconstructions" else m["mean_image"]
+            expected = f"{error:.3f} / {sharp['ssim_gaussian']:.3f} / {sharp['hf_ratio']:.3f}"
+            assert cell.strip() == expected, f"README DeePSiM table, {target}: write {expected}"
