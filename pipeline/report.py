@@ -33,6 +33,7 @@ __all__ = [
     "ERROR_TABLE_KEYS",
     "ReportParams",
     "provenance_warnings",
+    "standing",
     "undertrained",
     "write_report",
 ]
@@ -266,6 +267,37 @@ def _place_figures(figures: Sequence[tuple[str, Path]], out_dir: Path) -> list[t
         shutil.copyfile(src, root / link)
         placed.append((caption, link))
     return placed
+
+
+def standing(m: Mapping[str, Any]) -> str | None:
+    """Where a decoder's test error stands against the trivial predictors.
+
+    The one rule behind the report's verdicts and the error table's flags ('!', '?').
+
+    Parameters
+    ----------
+    m : Mapping
+        Evaluation metrics of one decoder (``normalised_error``, ``mean_image``,
+        ``nearest_neighbour``, optionally ``interval_high``; :mod:`pipeline.evaluation`).
+
+    Returns
+    -------
+    str or None
+        ``"worse"``: error at or above the training-mean image's; ``"unclear"``: below it,
+        but the 95% interval reaches it; ``"recalls"``: clearly below the mean image but
+        not below the nearest training image in feature space; ``"beats"``: below both;
+        None without baselines ([1]'s files).
+    """
+    if "mean_image" not in m:
+        return None
+    err, mean = m["normalised_error"], m["mean_image"]
+    if err >= mean:
+        return "worse"
+    if m.get("interval_high") is not None and m["interval_high"] >= mean:
+        return "unclear"
+    if err >= m["nearest_neighbour"]:
+        return "recalls"
+    return "beats"
 
 
 def undertrained(evals: dict[str, dict[str, Any]], key: str) -> bool:

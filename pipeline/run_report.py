@@ -21,7 +21,7 @@ from pipeline import figures
 from pipeline.config import parse_yaml
 from pipeline.evaluation import PAPER_ERRORS
 from pipeline.paper import ALEXNET, CAPTIONS, SAME_IMAGES, SHALLOW, parse_template
-from pipeline.report import undertrained
+from pipeline.report import standing, undertrained
 from pipeline.store import open_store
 
 __all__ = ["ReportInputs", "findings", "make_report", "run_provenance", "sharpness_rows"]
@@ -316,26 +316,9 @@ def findings(
             m = evals.get(key)
             if m is None or "mean_image" not in m:
                 continue
-            err, mean, nn = m["normalised_error"], m["mean_image"], m["nearest_neighbour"]
+            err = m["normalised_error"]
             head = f"{name.upper()} {what}: {err:.3f} on {m['images']} test images"
-            high = m.get("interval_high")
-            if err >= mean:
-                verdict = (
-                    f"no better than the training-mean image ({mean:.3f}): its reconstructions "
-                    "carry nothing of the features"
-                )
-            elif high is not None and high >= mean:
-                verdict = (
-                    f"below the training-mean image ({mean:.3f}) but inside its own 95% interval "
-                    f"[{m['interval_low']:.3f}, {high:.3f}]: not a clear difference"
-                )
-            elif err >= nn:
-                verdict = (
-                    f"beats the mean image ({mean:.3f}) but not the nearest training image in "
-                    f"feature space ({nn:.3f}): it recalls training images rather than inverting"
-                )
-            else:
-                verdict = f"beats the mean image ({mean:.3f}) and the nearest neighbour ({nn:.3f})"
+            verdict = _verdict(m)
             new = photos.get(key)
             if new is not None and new.get("mean_image"):
                 ratio = new["normalised_error"] / new["mean_image"]
@@ -353,6 +336,28 @@ def findings(
     return out
 
 
+def _verdict(m: dict[str, Any]) -> str:
+    """The report's words for :func:`pipeline.report.standing` of one decoder's metrics."""
+    mean, nn = m["mean_image"], m["nearest_neighbour"]
+    match standing(m):
+        case "worse":
+            return (
+                f"no better than the training-mean image ({mean:.3f}): its reconstructions "
+                "carry nothing of the features"
+            )
+        case "unclear":
+            return (
+                f"below the training-mean image ({mean:.3f}) but inside its own 95% interval "
+                f"[{m['interval_low']:.3f}, {m['interval_high']:.3f}]: not a clear difference"
+            )
+        case "recalls":
+            return (
+                f"beats the mean image ({mean:.3f}) but not the nearest training image in "
+                f"feature space ({nn:.3f}): it recalls training images rather than inverting"
+            )
+    return f"beats the mean image ({mean:.3f}) and the nearest neighbour ({nn:.3f})"
+
+
 def _deepsim_finding(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
     """One sentence comparing target ``name``'s DeePSiM decoder with its pixel-loss one."""
     pixel, ds = evals.get(name), evals.get(f"ds_{name}")
@@ -360,10 +365,12 @@ def _deepsim_finding(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
         return []
     a, b = pixel["sharpness"]["reconstructions"], ds["sharpness"]["reconstructions"]
     sharper = "sharper" if b["hf_ratio"] > a["hf_ratio"] else "not sharper"
+    against = "" if standing(ds) is None else f"; against the trivial predictors: {_verdict(ds)}"
     return [
         f"{name.upper()} DeePSiM decoder ({ds.get('steps')} steps from the pixel-loss "
         f"decoder): error {ds['normalised_error']:.3f} against the pixel loss's "
         f"{pixel['normalised_error']:.3f}, high-frequency ratio {b['hf_ratio']:.3f} against "
         f"{a['hf_ratio']:.3f} ({sharper}; the originals: 1), SSIM {b['ssim_gaussian']:.3f} "
-        f"against {a['ssim_gaussian']:.3f}, on the same {ds['sharpness']['images']} test images."
+        f"against {a['ssim_gaussian']:.3f}, on the same {ds['sharpness']['images']} test "
+        f"images{against}."
     ]

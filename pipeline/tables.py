@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.evaluation import PAPER_ERRORS
 from pipeline.paper import ALEXNET, SHALLOW
-from pipeline.report import undertrained
+from pipeline.report import standing, undertrained
 
 __all__ = ["error_table", "sharpness_table"]
 
@@ -25,9 +25,8 @@ ROWS = SHALLOW + ALEXNET
 def _cell(m: dict[str, Any] | None) -> str:
     if m is None:
         return "–"
-    flag = ""
-    if "mean_image" in m and m["normalised_error"] >= min(m["mean_image"], m["nearest_neighbour"]):
-        flag = " !"  # no better than a trivial predictor
+    # '!': no better than a trivial predictor; '?': below the mean image, not clearly
+    flag = {"worse": " !", "recalls": " !", "unclear": " ?"}.get(standing(m) or "", "")
     interval = ""
     if "interval_low" in m:
         interval = f" [{m['interval_low']:.2f}, {m['interval_high']:.2f}]"
@@ -114,7 +113,8 @@ def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
     text.append("test images (1.0: as far as a random other test image); n = test images scored;")
     text.append("[a, b]: 95% bootstrap interval over test images.")
     text.append("Trivial predictors on the same test images: the training-mean image, and the")
-    text.append("training image whose features are nearest. '!': no better than one of them.")
+    text.append("training image whose features are nearest. '!': no better than one of them;")
+    text.append("'?': below the mean image's error, but its 95% interval reaches it.")
     text.append("New photos: the decoder on crops of photographs in neither split, and its error")
     text.append("as a multiple of the training-mean image's on those crops (< 1: it generalises).")
     text.append("'~': autoencoder trained for fewer steps than the fixed decoder (undertrained).")

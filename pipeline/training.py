@@ -857,9 +857,10 @@ def train(
         raise ConfigError(f"unknown target {target!r}; targets: {', '.join(decoders.TARGETS)}")
     if params.ensemble > 1 and (params.mode != "fixed" or params.loss != "pixel"):
         raise ConfigError(
-            f"train.ensemble: {params.ensemble} trains fixed decoders with the pixel loss; "
-            f"this {target} run is mode {params.mode}, loss {params.loss}: set "
-            f"train.{target}.ensemble to 1"
+            f"ensemble: {params.ensemble} (train.ensemble or train.{target}.ensemble) trains "
+            f"fixed decoders with the pixel loss; this {target} run is mode {params.mode}, "
+            f"loss {params.loss}: set train.{target}.ensemble to 1 (and leave train.ensemble "
+            "unset)"
         )
     if feature_params is None or isinstance(feature_params, Mapping):
         feature_params = features.parse_params(target, dict(feature_params or {}))

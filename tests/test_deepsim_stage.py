@@ -189,5 +189,10 @@ def test_report_rows_and_finding_for_deepsim() -> None:
     assert text == [
         "HOG DeePSiM decoder (20 steps from the pixel-loss decoder): error 0.720 against the "
         "pixel loss's 0.700, high-frequency ratio 0.200 against 0.050 (sharper; the "
-        "originals: 1), SSIM 0.420 against 0.400, on the same 96 test images."
+        "originals: 1), SSIM 0.420 against 0.400, on the same 96 test images; against the "
+        "trivial predictors: beats the mean image (0.800) and the nearest neighbour (1.000)."
     ]
+    # the table's '?' and the report's words are one rule (report.standing)
+    evals["ds_hog"] |= {"normalised_error": 0.79, "interval_low": 0.75, "interval_high": 0.83}
+    (text,) = [f for f in findings(evals) if "DeePSiM" in f]
+    assert text.endswith("inside its own 95% interval [0.750, 0.830]: not a clear difference.")

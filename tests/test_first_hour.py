@@ -138,6 +138,8 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
         json.dumps({**m, "normalised_error": 0.8671, "random_weights": True})
     )
     (metrics / "ds_conv5.json").write_text(json.dumps({**m, "normalised_error": 0.6543}))
+    unclear = {**trivial, "interval_low": 0.75, "interval_high": 0.81}  # reaches 0.8
+    (metrics / "ds_hog.json").write_text(json.dumps({**m, **unclear, "normalised_error": 0.78}))
     r = CliRunner().invoke(main, ["table", "--metrics", str(metrics)])
     assert r.exit_code == 0, r.output
     rows = {line.split()[0]: line for line in r.output.splitlines() if line[:1].isalpha()}
@@ -145,6 +147,8 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     header = r.output.splitlines()[0]
     assert header.index("DeePSiM") == rows["conv5"].index("0.654")  # in its own column
     assert "0.713 [0.69, 0.74] (n=64) !" in rows["hog"]  # the nearest neighbour scores 0.700
+    assert "0.780 [0.75, 0.81] (n=64) ?" in rows["hog"]  # below 0.8, not clearly
+    assert "'?': below the mean image's error, but its 95% interval reaches it." in r.output
     assert "0.900 (n=4)" in rows["hog"]
     assert "0.800" in rows["hog"] and "0.700" in rows["hog"]
     assert rows["hog"].rstrip().endswith("0.24")  # the paper's value beside ours
