@@ -283,20 +283,21 @@ def standing(m: Mapping[str, Any]) -> str | None:
     Returns
     -------
     str or None
-        ``"worse"``: error at or above the training-mean image's; ``"unclear"``: below it,
-        but the 95% interval reaches it; ``"recalls"``: clearly below the mean image but
-        not below the nearest training image in feature space; ``"beats"``: below both;
-        None without baselines ([1]'s files).
+        ``"worse"``: error at or above the training-mean image's; ``"recalls"``: below it
+        but at or above the nearest training image's in feature space (it recalls training
+        images rather than inverting); ``"unclear"``: below both, but its 95% interval
+        reaches the lower of the two; ``"beats"``: below both, interval included; None
+        without baselines ([1]'s files).
     """
     if "mean_image" not in m:
         return None
-    err, mean = m["normalised_error"], m["mean_image"]
+    err, mean, nn = m["normalised_error"], m["mean_image"], m["nearest_neighbour"]
     if err >= mean:
         return "worse"
-    if m.get("interval_high") is not None and m["interval_high"] >= mean:
-        return "unclear"
-    if err >= m["nearest_neighbour"]:
+    if err >= nn:
         return "recalls"
+    if m.get("interval_high") is not None and m["interval_high"] >= min(mean, nn):
+        return "unclear"
     return "beats"
 
 

@@ -346,9 +346,12 @@ def _verdict(m: dict[str, Any]) -> str:
                 "carry nothing of the features"
             )
         case "unclear":
+            name, value = ("mean image", mean) if mean <= nn else ("nearest neighbour", nn)
             return (
-                f"below the training-mean image ({mean:.3f}) but inside its own 95% interval "
-                f"[{m['interval_low']:.3f}, {m['interval_high']:.3f}]: not a clear difference"
+                f"below the errors of the mean image ({mean:.3f}) and the nearest neighbour "
+                f"({nn:.3f}), but its 95% interval [{m['interval_low']:.3f}, "
+                f"{m['interval_high']:.3f}] reaches the {name}'s {value:.3f}: not clearly "
+                f"better than the {name}"
             )
         case "recalls":
             return (
@@ -365,12 +368,19 @@ def _deepsim_finding(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
         return []
     a, b = pixel["sharpness"]["reconstructions"], ds["sharpness"]["reconstructions"]
     sharper = "sharper" if b["hf_ratio"] > a["hf_ratio"] else "not sharper"
-    against = "" if standing(ds) is None else f"; against the trivial predictors: {_verdict(ds)}"
+    against = "" if standing(ds) is None else f" Against the trivial predictors: {_verdict(ds)}."
     return [
         f"{name.upper()} DeePSiM decoder ({ds.get('steps')} steps from the pixel-loss "
-        f"decoder): error {ds['normalised_error']:.3f} against the pixel loss's "
-        f"{pixel['normalised_error']:.3f}, high-frequency ratio {b['hf_ratio']:.3f} against "
+        f"decoder): error {_with_interval(ds)} against the pixel loss's "
+        f"{_with_interval(pixel)}, high-frequency ratio {b['hf_ratio']:.3f} against "
         f"{a['hf_ratio']:.3f} ({sharper}; the originals: 1), SSIM {b['ssim_gaussian']:.3f} "
         f"against {a['ssim_gaussian']:.3f}, on the same {ds['sharpness']['images']} test "
-        f"images{against}."
+        f"images.{against}"
     ]
+
+
+def _with_interval(m: dict[str, Any]) -> str:
+    """``0.665 [0.647, 0.685]``: an error and its 95% interval, if it has one."""
+    if m.get("interval_low") is None:
+        return f"{m['normalised_error']:.3f}"
+    return f"{m['normalised_error']:.3f} [{m['interval_low']:.3f}, {m['interval_high']:.3f}]"

@@ -25,7 +25,7 @@ ROWS = SHALLOW + ALEXNET
 def _cell(m: dict[str, Any] | None) -> str:
     if m is None:
         return "–"
-    # '!': no better than a trivial predictor; '?': below the mean image, not clearly
+    # '!': no better than a trivial predictor; '?': better than both, not clearly
     flag = {"worse": " !", "recalls": " !", "unclear": " ?"}.get(standing(m) or "", "")
     interval = ""
     if "interval_low" in m:
@@ -114,7 +114,7 @@ def error_table(metrics_dir: Path, same_images: Path | None = None) -> str:
     text.append("[a, b]: 95% bootstrap interval over test images.")
     text.append("Trivial predictors on the same test images: the training-mean image, and the")
     text.append("training image whose features are nearest. '!': no better than one of them;")
-    text.append("'?': below the mean image's error, but its 95% interval reaches it.")
+    text.append("'?': better than both, but its 95% interval reaches the lower one's error.")
     text.append("New photos: the decoder on crops of photographs in neither split, and its error")
     text.append("as a multiple of the training-mean image's on those crops (< 1: it generalises).")
     text.append("'~': autoencoder trained for fewer steps than the fixed decoder (undertrained).")

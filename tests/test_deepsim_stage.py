@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.extract import ExtractParams, extract_store
 from pipeline.run_report import findings, sharpness_rows
 from pipeline.runner import RunnerParams
+from pipeline.tables import error_table
 from pipeline.training import parse_train_section
 from stages.cli import main
 
@@ -179,7 +180,7 @@ def _metrics(err: float, ssim: float, hf: float, steps: int) -> dict[str, Any]:
     }
 
 
-def test_report_rows_and_finding_for_deepsim() -> None:
+def test_report_rows_and_finding_for_deepsim(tmp_path: Path) -> None:
     evals = {"hog": _metrics(0.70, 0.40, 0.05, 500), "ds_hog": _metrics(0.72, 0.42, 0.20, 20)}
     rows = sharpness_rows(evals, {"ds_hog": {"normalised_error": 0.75, "images": 24}})
     assert [(r["target"], r["loss"]) for r in rows] == [("hog", "pixel"), ("hog", "deepsim")]
@@ -189,10 +190,13 @@ def test_report_rows_and_finding_for_deepsim() -> None:
     assert text == [
         "HOG DeePSiM decoder (20 steps from the pixel-loss decoder): error 0.720 against the "
         "pixel loss's 0.700, high-frequency ratio 0.200 against 0.050 (sharper; the "
-        "originals: 1), SSIM 0.420 against 0.400, on the same 96 test images; against the "
+        "originals: 1), SSIM 0.420 against 0.400, on the same 96 test images. Against the "
         "trivial predictors: beats the mean image (0.800) and the nearest neighbour (1.000)."
     ]
-    # the table's '?' and the report's words are one rule (report.standing)
+    # an interval reaching the mean image's error: the report and the table say so
     evals["ds_hog"] |= {"normalised_error": 0.79, "interval_low": 0.75, "interval_high": 0.83}
     (text,) = [f for f in findings(evals) if "DeePSiM" in f]
-    assert text.endswith("inside its own 95% interval [0.750, 0.830]: not a clear difference.")
+    assert "error 0.790 [0.750, 0.830] against the pixel loss's 0.700," in text
+    assert "reaches the mean image's 0.800: not clearly better than the mean image." in text
+    (tmp_path / "ds_hog.json").write_text(json.dumps(evals["ds_hog"]))
+    assert "0.790 [0.75, 0.83] (n=96) ?" in error_table(tmp_path)

@@ -138,8 +138,17 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
         json.dumps({**m, "normalised_error": 0.8671, "random_weights": True})
     )
     (metrics / "ds_conv5.json").write_text(json.dumps({**m, "normalised_error": 0.6543}))
-    unclear = {**trivial, "interval_low": 0.75, "interval_high": 0.81}  # reaches 0.8
-    (metrics / "ds_hog.json").write_text(json.dumps({**m, **unclear, "normalised_error": 0.78}))
+    # below both baselines, the interval's top exactly at the mean image's error: not clearly
+    unclear = {"mean_image": 0.8, "nearest_neighbour": 0.9, "interval_low": 0.75}
+    (metrics / "ds_hog.json").write_text(
+        json.dumps({**m, **unclear, "interval_high": 0.8, "normalised_error": 0.78})
+    )
+    # below the mean image but not the nearest neighbour, interval reaching both: '!'
+    recalls = {**trivial, "interval_low": 0.66, "interval_high": 0.82, "mode": "fixed"}
+    (metrics / "lbp.json").write_text(json.dumps({**m, **recalls, "normalised_error": 0.74}))
+    # clearly below both: no flag
+    clear = {**unclear, "interval_high": 0.79, "mode": "fixed"}
+    (metrics / "conv1.json").write_text(json.dumps({**m, **clear, "normalised_error": 0.78}))
     r = CliRunner().invoke(main, ["table", "--metrics", str(metrics)])
     assert r.exit_code == 0, r.output
     rows = {line.split()[0]: line for line in r.output.splitlines() if line[:1].isalpha()}
@@ -147,8 +156,11 @@ def test_table_prints_the_error_table_with_n(tmp_path: Path) -> None:
     header = r.output.splitlines()[0]
     assert header.index("DeePSiM") == rows["conv5"].index("0.654")  # in its own column
     assert "0.713 [0.69, 0.74] (n=64) !" in rows["hog"]  # the nearest neighbour scores 0.700
-    assert "0.780 [0.75, 0.81] (n=64) ?" in rows["hog"]  # below 0.8, not clearly
-    assert "'?': below the mean image's error, but its 95% interval reaches it." in r.output
+    assert rows["hog"].split("  ")[-1] != "?"
+    assert "0.780 [0.75, 0.80] (n=64) ?" in rows["hog"]  # DeePSiM column: not clearly
+    assert "0.740 [0.66, 0.82] (n=64) !" in rows["lbp"]  # the neighbour's 0.700 is lower
+    assert "0.780 [0.75, 0.79] (n=64)  " in rows["conv1"] + "  "  # no flag
+    assert "'?': better than both, but its 95% interval reaches the lower one's error." in r.output
     assert "0.900 (n=4)" in rows["hog"]
     assert "0.800" in rows["hog"] and "0.700" in rows["hog"]
     assert rows["hog"].rstrip().endswith("0.24")  # the paper's value beside ours
